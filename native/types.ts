@@ -1,0 +1,166 @@
+/**
+ * The typed contract of the native addon (native/src/*.cc, built to native/build/Release/sluice_bpf.node).
+ * Everything outside native/ reaches libbpf only through native/index.ts, which implements these types.
+ * The addon is generic: Buffers in and out, no knowledge of sluice's programs or maps.
+ */
+
+/** Every addon failure: an Error with the errno name, the number, the operation and (loads) the verifier log. */
+export interface BpfErrorFields {
+  /** errno name, e.g. 'ENOENT', 'E2BIG', 'EPERM', 'EINVAL'. */
+  readonly code: string;
+  /** positive errno number. */
+  readonly errno: number;
+  /** the libbpf/syscall operation that failed, e.g. 'bpf_object__load', 'bpf_map_update_elem'. */
+  readonly op: string;
+  /** verifier log for a failed program load, when the kernel produced one. */
+  readonly log?: string;
+}
+
+export type MapUpdateFlag = 'any' | 'noexist' | 'exist';
+
+export interface MapInfo {
+  readonly id: number;
+  readonly name: string;
+  /** kernel map type name, e.g. 'hash', 'array', 'percpu_hash', 'lru_hash', 'sockhash', 'array_of_maps'. */
+  readonly type: string;
+  readonly typeId: number;
+  readonly keySize: number;
+  readonly valueSize: number;
+  readonly maxEntries: number;
+  readonly flags: number;
+  /** BTF type ids of key and value (0 when the map has no BTF). */
+  readonly btfKeyTypeId: number;
+  readonly btfValueTypeId: number;
+}
+
+export interface ProgramInfo {
+  readonly id: number;
+  readonly name: string;
+  /** kernel program type name, e.g. 'cgroup_sock_addr', 'sock_ops', 'sk_msg', 'xdp', 'tracing'. */
+  readonly type: string;
+  /** the ELF section the program came from, e.g. 'cgroup/connect4'. */
+  readonly section: string;
+  readonly tag: string;
+}
+
+export interface BpfMap {
+  readonly name: string;
+  readonly fd: number;
+  info(): MapInfo;
+  /** The value for a key, or undefined when absent. Per-CPU maps: use lookupPerCpu. */
+  lookup(key: Buffer): Buffer | undefined;
+  /** One value per possible CPU, for per-CPU maps. */
+  lookupPerCpu(key: Buffer): Buffer[] | undefined;
+  update(key: Buffer, value: Buffer, flag?: MapUpdateFlag): void;
+  /** Per-CPU maps: one value per possible CPU. */
+  updatePerCpu(key: Buffer, values: Buffer[], flag?: MapUpdateFlag): void;
+  /** true when the key existed. */
+  delete(key: Buffer): boolean;
+  /** All keys, in the kernel's iteration order. */
+  keys(): Buffer[];
+  /** Batched operations (BPF_MAP_*_BATCH); keys/values are arrays of fixed-size buffers. */
+  updateBatch(keys: Buffer[], values: Buffer[], flag?: MapUpdateFlag): void;
+  /** Every entry, read in batches. */
+  lookupBatch(): { keys: Buffer[]; values: Buffer[] };
+  /** Returns how many were deleted. */
+  deleteBatch(keys: Buffer[]): number;
+  /** Pins the map at a bpffs path. */
+  pin(path: string): void;
+  /** Releases the fd (idempotent; also done on GC). */
+  close(): void;
+}
+
+export type XdpMode = 'native' | 'generic';
+
+export interface BpfLink {
+  readonly fd: number;
+  pin(path: string): void;
+  unpin(): void;
+  /** Atomically replaces the program behind this link (bpf_link_update). */
+  update(program: BpfProgram): void;
+  /** Detaches the program (bpf_link_detach) even while pins exist. */
+  detach(): void;
+  close(): void;
+}
+
+export interface XdpLink extends BpfLink {
+  /** The mode actually attached: native when the driver has it, else generic. */
+  readonly mode: XdpMode;
+}
+
+export interface TestRunOptions {
+  /** packet bytes (for XDP/skb programs). */
+  data?: Buffer;
+  /** room for the output packet (defaults to data length + 256, enough for encapsulation). */
+  dataOutSize?: number;
+  /** optional context (e.g. struct xdp_md). */
+  ctx?: Buffer;
+  repeat?: number;
+}
+
+export interface TestRunResult {
+  readonly retval: number;
+  /** average run time per repetition, in nanoseconds, as the kernel reports it. */
+  readonly durationNs: number;
+  readonly dataOut: Buffer;
+}
+
+export interface BpfProgram {
+  readonly name: string;
+  readonly fd: number;
+  info(): ProgramInfo;
+  /** Attaches to a cgroup v2 directory with the attach type given by the section (connect4, sock_ops, ...). */
+  attachCgroup(cgroupPath: string): BpfLink;
+  /** XDP on an interface; 'auto' tries native then falls back to generic. */
+  attachXdp(ifindex: number, mode?: XdpMode | 'auto'): XdpLink;
+  /** sk_msg verdict (or sk_skb) program on a sockmap/sockhash. */
+  attachSockmap(map: BpfMap): BpfLink;
+  /** BPF iterator program (e.g. iter/tcp, iter/udp). */
+  attachIter(): BpfLink;
+  testRun(options: TestRunOptions): TestRunResult;
+  pin(path: string): void;
+}
+
+export interface OpenObjectOptions {
+  /** bpffs directory where maps declared with LIBBPF_PIN_BY_NAME are pinned (and reused when already there). */
+  pinRoot?: string;
+  /** Values for `const volatile` globals in .rodata, by variable name, set before load; sizes must match. */
+  globals?: Record<string, Buffer>;
+  /** max_entries overrides by map name, set before load (capacity settings). */
+  mapMaxEntries?: Record<string, number>;
+  /** Programs to leave out of the load (e.g. one whose kfunc this kernel lacks). */
+  skipPrograms?: string[];
+}
+
+export interface BpfObject {
+  readonly path: string;
+  programs(): BpfProgram[];
+  maps(): BpfMap[];
+  program(name: string): BpfProgram;
+  map(name: string): BpfMap;
+  close(): void;
+}
+
+export interface CreateMapOptions {
+  /** map type name as in MapInfo.type */
+  type: string;
+  name: string;
+  keySize: number;
+  valueSize: number;
+  maxEntries: number;
+  flags?: number;
+  /** for array_of_maps/hash_of_maps: an inner map that is the template. */
+  innerMap?: BpfMap;
+}
+
+export interface NativeBpf {
+  /** Opens, configures and loads an object file. A failed load throws with the verifier log. */
+  loadObject(path: string, options?: OpenObjectOptions): BpfObject;
+  openPinnedMap(path: string): BpfMap;
+  openPinnedLink(path: string): BpfLink;
+  openPinnedProgram(path: string): BpfProgram;
+  createMap(options: CreateMapOptions): BpfMap;
+  /** Reads all output of an iterator link (runs the iterator program once over its objects). */
+  runIter(link: BpfLink): Buffer;
+  possibleCpus(): number;
+}
