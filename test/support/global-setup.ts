@@ -1,4 +1,4 @@
-import type { TestProject } from 'vitest/node';
+import type { TestProject } from 'vitest/node' with { 'resolution-mode': 'import' };
 import { SKIP_PRIVILEGED } from './privileged';
 import { sweep } from './sweep';
 

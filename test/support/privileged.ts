@@ -48,7 +48,9 @@ export function describePrivileged(name: string, body: () => void): void {
     beforeAll(() => {
       const reason = privilegedUnavailableReason();
       if (reason) {
-        throw new Error(`privileged test cannot run: ${reason}; set SLUICE_SKIP_PRIVILEGED=1 to skip explicitly`);
+        throw new Error(
+          `privileged test cannot run: ${reason}; set SLUICE_SKIP_PRIVILEGED=1 to skip explicitly`,
+        );
       }
     });
     body();

@@ -10,7 +10,7 @@ import { mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, beforeEach, inject } from 'vitest';
 import { cgroup2Mount } from './privileged';
-import { BPFFS_ROOT, killCgroupTree, removeBpffsDir, runRootName, netnsPrefix } from './sweep';
+import { BPFFS_ROOT, killCgroupTree, netnsPrefix, removeBpffsDir, runRootName } from './sweep';
 
 declare module 'vitest' {
   export interface ProvidedContext {
