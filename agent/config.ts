@@ -1,0 +1,266 @@
+/**
+ * The agent's command line, validated once into a frozen config. Defaults live in AGENT_DEFAULTS and
+ * nowhere else; every error names the flag and the reason, with a stable code (SLUICE_ERR_CONFIG).
+ *
+ *   sluice-agent --controller HOST:PORT [--node NAME] [--zone ZONE] [--cgroup PATH] [--bpffs DIR]
+ *                [--metrics HOST:PORT|off] [--dns HOST:PORT|off] [--log-level LEVEL]
+ *   sluice-agent --config services.yaml [...same flags]          (standalone: no controller)
+ *   sluice-agent uninstall [--cgroup PATH] [--bpffs DIR] [--log-level LEVEL]
+ */
+
+import { readFileSync } from 'node:fs';
+import { isIP } from 'node:net';
+import { hostname as osHostname } from 'node:os';
+import { parseArgs } from 'node:util';
+import { z } from 'zod';
+
+export const AGENT_DEFAULTS = Object.freeze({
+  bpffs: '/sys/fs/bpf/sluice',
+  metrics: '127.0.0.1:9464',
+  dns: '127.0.0.1:5353',
+  logLevel: 'info',
+});
+
+export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace'] as const;
+export type LogLevel = (typeof LOG_LEVELS)[number];
+
+export interface HostPort {
+  readonly host: string;
+  readonly port: number;
+}
+
+interface CommonConfig {
+  readonly cgroup: string;
+  readonly bpffs: string;
+  readonly logLevel: LogLevel;
+}
+
+export interface RunConfig extends CommonConfig {
+  readonly command: 'run';
+  /** 'controller': follow a controller's stream; 'standalone': serve the catalog in --config. */
+  readonly mode: 'controller' | 'standalone';
+  readonly controller: HostPort | undefined;
+  readonly configFile: string | undefined;
+  readonly node: string;
+  readonly zone: string | undefined;
+  /** undefined when disabled with `off`. */
+  readonly metrics: HostPort | undefined;
+  readonly dns: HostPort | undefined;
+}
+
+export interface UninstallConfig extends CommonConfig {
+  readonly command: 'uninstall';
+}
+
+export type AgentConfig = RunConfig | UninstallConfig;
+
+export class ConfigError extends Error {
+  readonly code = 'SLUICE_ERR_CONFIG';
+  constructor(
+    /** The flag at fault, as typed on the command line (`--metrics`), or `argv` for usage errors. */
+    readonly flag: string,
+    readonly reason: string,
+  ) {
+    super(`${flag}: ${reason}`);
+    this.name = 'ConfigError';
+  }
+}
+
+/** What loadAgentConfig reads from the machine; injected so tests need no particular host. */
+export interface ConfigEnvironment {
+  /** Text of /proc/self/mounts. */
+  readMounts(): string;
+  hostname(): string;
+}
+
+export const systemEnvironment: ConfigEnvironment = {
+  readMounts: () => readFileSync('/proc/self/mounts', 'utf8'),
+  hostname: () => osHostname(),
+};
+
+/**
+ * The cgroup v2 mount point in /proc/self/mounts text: /sys/fs/cgroup on a pure v2 host,
+ * /sys/fs/cgroup/unified on a hybrid one. Octal escapes (\040 for a space) are decoded.
+ */
+export function cgroup2MountFrom(mounts: string): string | undefined {
+  for (const line of mounts.split('\n')) {
+    const [, mountPoint, fsType] = line.split(' ');
+    if (fsType === 'cgroup2' && mountPoint) {
+      return mountPoint.replace(/\\([0-7]{3})/g, (_, oct: string) =>
+        String.fromCharCode(Number.parseInt(oct, 8)),
+      );
+    }
+  }
+  return undefined;
+}
+
+/** `host:port` or `[v6]:port`; port 0 asks the kernel for a free port (tests). */
+export function parseHostPort(text: string): HostPort {
+  const bracketed = text.match(/^\[([^\]]+)\]:(\d+)$/);
+  const plain = text.match(/^([^:[\]]+):(\d+)$/);
+  const match = bracketed ?? plain;
+  if (!match?.[1] || match[2] === undefined) {
+    throw new Error(`must be HOST:PORT or [IPV6]:PORT, got "${text}"`);
+  }
+  const host = match[1];
+  const port = Number(match[2]);
+  if (!Number.isInteger(port) || port < 0 || port > 65535) {
+    throw new Error(`port must be an integer from 0 to 65535, got "${match[2]}"`);
+  }
+  if (bracketed && isIP(host) !== 6) throw new Error(`"${host}" in brackets is not an IPv6 address`);
+  return { host, port };
+}
+
+function hostPortSchema(allowOff: boolean) {
+  return z.string().transform((text, ctx): HostPort | undefined => {
+    if (allowOff && text === 'off') return undefined;
+    try {
+      return parseHostPort(text);
+    } catch (err) {
+      ctx.addIssue({ code: 'custom', message: (err as Error).message });
+      return z.NEVER;
+    }
+  });
+}
+
+const hostPort = hostPortSchema(false);
+/** HOST:PORT, or `off` to disable the listener. */
+const optionalHostPort = hostPortSchema(true);
+
+const name = z
+  .string()
+  .regex(
+    /^[A-Za-z0-9]([A-Za-z0-9._-]{0,251}[A-Za-z0-9])?$/,
+    'must be 1-253 letters, digits, ".", "_" or "-"',
+  );
+
+const absolutePath = z.string().refine((p) => p.startsWith('/'), 'must be an absolute path');
+
+const commonSchema = {
+  cgroup: absolutePath,
+  bpffs: absolutePath,
+  'log-level': z.enum(LOG_LEVELS),
+};
+
+const runSchema = z.object({
+  ...commonSchema,
+  controller: hostPort.optional(),
+  config: z.string().min(1, 'must not be empty').optional(),
+  node: name,
+  zone: name.optional(),
+  metrics: optionalHostPort,
+  dns: optionalHostPort,
+});
+
+const uninstallSchema = z.object(commonSchema);
+
+const RUN_FLAGS = {
+  controller: { type: 'string' },
+  config: { type: 'string' },
+  node: { type: 'string' },
+  zone: { type: 'string' },
+  cgroup: { type: 'string' },
+  bpffs: { type: 'string' },
+  metrics: { type: 'string' },
+  dns: { type: 'string' },
+  'log-level': { type: 'string' },
+} as const;
+
+const UNINSTALL_FLAGS = {
+  cgroup: { type: 'string' },
+  bpffs: { type: 'string' },
+  'log-level': { type: 'string' },
+} as const;
+
+function parseFlags<T extends Record<string, { type: 'string' }>>(args: string[], options: T) {
+  try {
+    const { values } = parseArgs({ args, options, strict: true, allowPositionals: false });
+    return values as unknown as Record<keyof T, string | undefined>;
+  } catch (err) {
+    const message = (err as Error).message;
+    const flag = message.match(/'(--?[\w-]+)/)?.[1] ?? 'argv';
+    throw new ConfigError(flag, message.replace(/\. To specify .*$/s, '').trim());
+  }
+}
+
+function firstIssue(error: z.ZodError): ConfigError {
+  const issue = error.issues[0]!;
+  const flag = `--${String(issue.path[0] ?? 'argv')}`;
+  const reason = issue.code === 'invalid_value' ? `must be one of ${LOG_LEVELS.join(', ')}` : issue.message;
+  return new ConfigError(flag, reason);
+}
+
+function defaultCgroup(env: ConfigEnvironment): string {
+  const mount = cgroup2MountFrom(env.readMounts());
+  if (!mount)
+    throw new ConfigError('--cgroup', 'no cgroup v2 hierarchy in /proc/self/mounts; pass --cgroup PATH');
+  return mount;
+}
+
+/**
+ * Parses argv (without node and the script), applies the defaults and returns a frozen config.
+ * Throws ConfigError naming the flag; the first problem found is reported.
+ */
+export function loadAgentConfig(
+  argv: readonly string[],
+  env: ConfigEnvironment = systemEnvironment,
+): AgentConfig {
+  const [first, ...rest] = argv;
+  if (first === 'uninstall') {
+    const flags = parseFlags(rest, UNINSTALL_FLAGS);
+    const parsed = uninstallSchema.safeParse({
+      cgroup: flags.cgroup ?? defaultCgroup(env),
+      bpffs: flags.bpffs ?? AGENT_DEFAULTS.bpffs,
+      'log-level': flags['log-level'] ?? AGENT_DEFAULTS.logLevel,
+    });
+    if (!parsed.success) throw firstIssue(parsed.error);
+    return Object.freeze({
+      command: 'uninstall',
+      cgroup: parsed.data.cgroup,
+      bpffs: parsed.data.bpffs,
+      logLevel: parsed.data['log-level'],
+    });
+  }
+  if (first !== undefined && !first.startsWith('-')) {
+    throw new ConfigError(
+      'argv',
+      `unknown command "${first}" (commands: uninstall; no command runs the agent)`,
+    );
+  }
+  const flags = parseFlags([...argv], RUN_FLAGS);
+  if (flags.controller !== undefined && flags.config !== undefined) {
+    throw new ConfigError(
+      '--config',
+      'cannot be combined with --controller (standalone mode has no controller)',
+    );
+  }
+  if (flags.controller === undefined && flags.config === undefined) {
+    throw new ConfigError('--controller', 'required (or --config FILE for standalone mode)');
+  }
+  const parsed = runSchema.safeParse({
+    controller: flags.controller,
+    config: flags.config,
+    node: flags.node ?? env.hostname(),
+    zone: flags.zone,
+    cgroup: flags.cgroup ?? defaultCgroup(env),
+    bpffs: flags.bpffs ?? AGENT_DEFAULTS.bpffs,
+    metrics: flags.metrics ?? AGENT_DEFAULTS.metrics,
+    dns: flags.dns ?? AGENT_DEFAULTS.dns,
+    'log-level': flags['log-level'] ?? AGENT_DEFAULTS.logLevel,
+  });
+  if (!parsed.success) throw firstIssue(parsed.error);
+  const d = parsed.data;
+  return Object.freeze({
+    command: 'run',
+    mode: d.config !== undefined ? 'standalone' : 'controller',
+    controller: d.controller ? Object.freeze(d.controller) : undefined,
+    configFile: d.config,
+    node: d.node,
+    zone: d.zone,
+    cgroup: d.cgroup,
+    bpffs: d.bpffs,
+    metrics: d.metrics ? Object.freeze(d.metrics) : undefined,
+    dns: d.dns ? Object.freeze(d.dns) : undefined,
+    logLevel: d['log-level'],
+  });
+}

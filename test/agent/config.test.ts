@@ -1,0 +1,159 @@
+import { describe, expect, it } from 'vitest';
+import {
+  AGENT_DEFAULTS,
+  type ConfigEnvironment,
+  ConfigError,
+  cgroup2MountFrom,
+  loadAgentConfig,
+  parseHostPort,
+} from '../../agent/config';
+
+const HYBRID_MOUNTS = [
+  'sysfs /sys sysfs rw,nosuid,nodev,noexec,relatime 0 0',
+  'tmpfs /sys/fs/cgroup tmpfs ro,nosuid,nodev,noexec,mode=755 0 0',
+  'cgroup2 /sys/fs/cgroup/unified cgroup2 rw,nosuid,nodev,noexec,relatime,nsdelegate 0 0',
+  'cgroup /sys/fs/cgroup/cpu,cpuacct cgroup rw,cpu,cpuacct 0 0',
+  'bpf /sys/fs/bpf bpf rw,nosuid,nodev,noexec,relatime,mode=700 0 0',
+].join('\n');
+
+const env: ConfigEnvironment = { readMounts: () => HYBRID_MOUNTS, hostname: () => 'host-1' };
+
+function errorOf(fn: () => unknown): ConfigError {
+  try {
+    fn();
+  } catch (err) {
+    expect(err).toBeInstanceOf(ConfigError);
+    return err as ConfigError;
+  }
+  throw new Error('expected a ConfigError');
+}
+
+describe('cgroup2MountFrom', () => {
+  it('finds the cgroup2 mount on a hybrid host and on a pure v2 host', () => {
+    expect(cgroup2MountFrom(HYBRID_MOUNTS)).toBe('/sys/fs/cgroup/unified');
+    expect(cgroup2MountFrom('cgroup2 /sys/fs/cgroup cgroup2 rw 0 0\n')).toBe('/sys/fs/cgroup');
+  });
+  it('decodes octal escapes and reports absence', () => {
+    expect(cgroup2MountFrom('none /mnt/my\\040cg cgroup2 rw 0 0')).toBe('/mnt/my cg');
+    expect(cgroup2MountFrom('cgroup /sys/fs/cgroup/cpu cgroup rw 0 0')).toBeUndefined();
+  });
+});
+
+describe('parseHostPort', () => {
+  it('parses IPv4, names and bracketed IPv6', () => {
+    expect(parseHostPort('127.0.0.1:7700')).toEqual({ host: '127.0.0.1', port: 7700 });
+    expect(parseHostPort('controller.local:0')).toEqual({ host: 'controller.local', port: 0 });
+    expect(parseHostPort('[::1]:5353')).toEqual({ host: '::1', port: 5353 });
+  });
+  it('rejects malformed input with the reason', () => {
+    expect(() => parseHostPort('127.0.0.1')).toThrow(/must be HOST:PORT/);
+    expect(() => parseHostPort('::1:53')).toThrow(/must be HOST:PORT/);
+    expect(() => parseHostPort('a:70000')).toThrow(/port must be an integer from 0 to 65535/);
+    expect(() => parseHostPort('[nothost]:53')).toThrow(/not an IPv6 address/);
+  });
+});
+
+describe('loadAgentConfig', () => {
+  it('applies the defaults in controller mode and freezes the result', () => {
+    const config = loadAgentConfig(['--controller', '127.0.0.1:7700'], env);
+    expect(config).toEqual({
+      command: 'run',
+      mode: 'controller',
+      controller: { host: '127.0.0.1', port: 7700 },
+      configFile: undefined,
+      node: 'host-1',
+      zone: undefined,
+      cgroup: '/sys/fs/cgroup/unified',
+      bpffs: AGENT_DEFAULTS.bpffs,
+      metrics: { host: '127.0.0.1', port: 9464 },
+      dns: { host: '127.0.0.1', port: 5353 },
+      logLevel: 'info',
+    });
+    expect(Object.isFrozen(config)).toBe(true);
+    if (config.command === 'run') expect(Object.isFrozen(config.metrics)).toBe(true);
+  });
+
+  it('takes every flag, standalone mode and off switches', () => {
+    const config = loadAgentConfig(
+      [
+        '--config',
+        'services.yaml',
+        '--node',
+        'node-a',
+        '--zone',
+        'zone-1',
+        '--cgroup',
+        '/sys/fs/cgroup/sluice',
+        '--bpffs',
+        '/sys/fs/bpf/x',
+        '--metrics',
+        'off',
+        '--dns',
+        '[::1]:53',
+        '--log-level',
+        'debug',
+      ],
+      env,
+    );
+    expect(config).toMatchObject({
+      command: 'run',
+      mode: 'standalone',
+      controller: undefined,
+      configFile: 'services.yaml',
+      node: 'node-a',
+      zone: 'zone-1',
+      cgroup: '/sys/fs/cgroup/sluice',
+      bpffs: '/sys/fs/bpf/x',
+      metrics: undefined,
+      dns: { host: '::1', port: 53 },
+      logLevel: 'debug',
+    });
+  });
+
+  it('parses the uninstall subcommand', () => {
+    expect(loadAgentConfig(['uninstall', '--bpffs', '/sys/fs/bpf/t'], env)).toEqual({
+      command: 'uninstall',
+      cgroup: '/sys/fs/cgroup/unified',
+      bpffs: '/sys/fs/bpf/t',
+      logLevel: 'info',
+    });
+    const err = errorOf(() => loadAgentConfig(['uninstall', '--node', 'x'], env));
+    expect(err.flag).toBe('--node');
+  });
+
+  it.each([
+    [['--controller', 'nope'], '--controller', /must be HOST:PORT/],
+    [['--controller', 'a:1', '--metrics', 'a:99999'], '--metrics', /port must be an integer/],
+    [['--controller', 'a:1', '--dns', 'x'], '--dns', /must be HOST:PORT/],
+    [['--controller', 'a:1', '--bpffs', 'rel/dir'], '--bpffs', /must be an absolute path/],
+    [['--controller', 'a:1', '--cgroup', 'cg'], '--cgroup', /must be an absolute path/],
+    [['--controller', 'a:1', '--node', 'bad name'], '--node', /must be 1-253 letters/],
+    [['--controller', 'a:1', '--zone', ''], '--zone', /must be 1-253 letters/],
+    [['--controller', 'a:1', '--log-level', 'loud'], '--log-level', /must be one of fatal, error/],
+    [['--controller', 'a:1', '--config', 'f.yaml'], '--config', /cannot be combined with --controller/],
+    [['--node', 'n'], '--controller', /required \(or --config FILE/],
+    [['--controller', 'a:1', '--bogus', 'x'], '--bogus', /Unknown option/],
+    [['--controller'], '--controller', /argument missing/],
+    [['start'], 'argv', /unknown command "start"/],
+  ])('rejects %j naming %s', (argv, flag, reason) => {
+    const err = errorOf(() => loadAgentConfig(argv, env));
+    expect(err.flag).toBe(flag);
+    expect(err.message).toMatch(reason);
+    expect(err.message.startsWith(`${flag}: `)).toBe(true);
+    expect(err.code).toBe('SLUICE_ERR_CONFIG');
+  });
+
+  it('names --cgroup when no cgroup v2 mount exists and no flag is given', () => {
+    const bare: ConfigEnvironment = { readMounts: () => 'proc /proc proc rw 0 0', hostname: () => 'h' };
+    const err = errorOf(() => loadAgentConfig(['--controller', 'a:1'], bare));
+    expect(err.flag).toBe('--cgroup');
+    expect(loadAgentConfig(['--controller', 'a:1', '--cgroup', '/cg'], bare)).toMatchObject({
+      cgroup: '/cg',
+    });
+  });
+
+  it('reads the real /proc/self/mounts by default', () => {
+    const config = loadAgentConfig(['--controller', '127.0.0.1:7700']);
+    expect(config.cgroup).toMatch(/^\/sys\/fs\/cgroup/);
+  });
+});
