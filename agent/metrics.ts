@@ -1,0 +1,256 @@
+/**
+ * Every Prometheus metric the agent exports, in one place, on an injected registry (never the global).
+ * Names carry the `sluice_` prefix and follow Prometheus conventions (`_total` counters, base units:
+ * seconds). Process metrics (process_*, nodejs_*) keep their standard unprefixed names so stock
+ * dashboards work.
+ *
+ * Labels: `service` is `namespace/name`, `backend` is `address:port` (IPv6 as `[addr]:port`).
+ * The kernel keeps cumulative per-backend counters; observeBackendCounters() turns successive readings
+ * into counter increments (a reading lower than the last one means the map was recreated: the new
+ * value counts from zero).
+ */
+import { Counter, collectDefaultMetrics, Gauge, Histogram, type Registry } from 'prom-client';
+
+export type HealthState = 'healthy' | 'unhealthy' | 'unknown';
+export const HEALTH_STATES: readonly HealthState[] = ['healthy', 'unhealthy', 'unknown'];
+export type ControllerState = 'connecting' | 'connected' | 'disconnected' | 'standalone';
+export const CONTROLLER_STATES: readonly ControllerState[] = [
+  'connecting',
+  'connected',
+  'disconnected',
+  'standalone',
+];
+export type SyncKind = 'snapshot' | 'delta' | 'health' | 'reconcile';
+
+/** Cumulative counters for one backend as read from the datapath. */
+export interface BackendCounters {
+  readonly connects: number;
+  readonly connectFailures: number;
+  readonly activeConnections: number;
+  readonly ejections: number;
+}
+
+export interface AgentMetricsOptions {
+  /** Register process_* and nodejs_* metrics (default true). */
+  readonly processMetrics?: boolean;
+}
+
+type CounterKey = 'connects' | 'connectFailures' | 'ejections';
+
+const PROBE_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5];
+const SYNC_BUCKETS = [
+  0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5,
+];
+
+export class AgentMetrics {
+  readonly connects: Counter<'service' | 'backend'>;
+  readonly connectFailures: Counter<'service' | 'backend'>;
+  readonly activeConnections: Gauge<'service' | 'backend'>;
+  readonly ejections: Counter<'service' | 'backend'>;
+  readonly backendHealth: Gauge<'service' | 'backend' | 'state' | 'reason'>;
+  readonly probeDuration: Histogram<'service' | 'protocol'>;
+  readonly probeFailures: Counter<'service' | 'backend' | 'protocol'>;
+  readonly mapEntries: Gauge<'map'>;
+  readonly mapCapacity: Gauge<'map'>;
+  readonly syncDuration: Histogram<'kind'>;
+  readonly controllerState: Gauge<'state'>;
+  readonly appliedVersion: Gauge;
+  readonly catalogUpdates: Counter<'result'>;
+
+  /** Last kernel readings per `service\0backend`, for counter deltas. */
+  private readonly lastCounters = new Map<string, Record<CounterKey, number>>();
+  /** Current health labels per `service\0backend`, so exactly one health series exists per backend. */
+  private readonly healthLabels = new Map<string, { state: HealthState; reason: string }>();
+  /** Backends seen per service, for removeService(). */
+  private readonly backendsOf = new Map<string, Set<string>>();
+
+  constructor(
+    readonly registry: Registry,
+    options: AgentMetricsOptions = {},
+  ) {
+    const registers = [registry];
+    const sb = ['service', 'backend'] as const;
+    this.connects = new Counter({
+      name: 'sluice_backend_connects_total',
+      help: 'Connects steered to the backend by the socket load balancer.',
+      labelNames: sb,
+      registers,
+    });
+    this.connectFailures = new Counter({
+      name: 'sluice_backend_connect_failures_total',
+      help: 'Connects to the backend that failed (refused or timed out), as seen by sockops.',
+      labelNames: sb,
+      registers,
+    });
+    this.activeConnections = new Gauge({
+      name: 'sluice_backend_active_connections',
+      help: 'Established connections to the backend.',
+      labelNames: sb,
+      registers,
+    });
+    this.ejections = new Counter({
+      name: 'sluice_backend_ejections_total',
+      help: 'Times passive outlier detection ejected the backend.',
+      labelNames: sb,
+      registers,
+    });
+    this.backendHealth = new Gauge({
+      name: 'sluice_backend_health',
+      help: 'Health of the backend: 1 on the series with its current state and the reason for it.',
+      labelNames: [...sb, 'state', 'reason'],
+      registers,
+    });
+    this.probeDuration = new Histogram({
+      name: 'sluice_health_probe_duration_seconds',
+      help: 'Duration of active health probes, successful or not.',
+      labelNames: ['service', 'protocol'],
+      buckets: PROBE_BUCKETS,
+      registers,
+    });
+    this.probeFailures = new Counter({
+      name: 'sluice_health_probe_failures_total',
+      help: 'Active health probes that failed (bad status, refused, timed out).',
+      labelNames: [...sb, 'protocol'],
+      registers,
+    });
+    this.mapEntries = new Gauge({
+      name: 'sluice_map_entries',
+      help: 'Entries in a pinned BPF map.',
+      labelNames: ['map'],
+      registers,
+    });
+    this.mapCapacity = new Gauge({
+      name: 'sluice_map_capacity',
+      help: 'Maximum entries of a pinned BPF map.',
+      labelNames: ['map'],
+      registers,
+    });
+    this.syncDuration = new Histogram({
+      name: 'sluice_datapath_sync_duration_seconds',
+      help: 'Time to apply a change to the datapath maps.',
+      labelNames: ['kind'],
+      buckets: SYNC_BUCKETS,
+      registers,
+    });
+    this.controllerState = new Gauge({
+      name: 'sluice_controller_connection_state',
+      help: 'State of the connection to the controller: 1 on the current state.',
+      labelNames: ['state'],
+      registers,
+    });
+    this.appliedVersion = new Gauge({
+      name: 'sluice_catalog_applied_version',
+      help: 'Version of the catalog last applied to the datapath.',
+      registers,
+    });
+    this.catalogUpdates = new Counter({
+      name: 'sluice_catalog_updates_total',
+      help: 'Catalog snapshots and deltas received, by result (ack or nack).',
+      labelNames: ['result'],
+      registers,
+    });
+    this.setControllerState('disconnected');
+    if (options.processMetrics ?? true) collectDefaultMetrics({ register: registry });
+  }
+
+  private track(service: string, backend: string): string {
+    let set = this.backendsOf.get(service);
+    if (!set) {
+      set = new Set();
+      this.backendsOf.set(service, set);
+    }
+    set.add(backend);
+    return `${service}\0${backend}`;
+  }
+
+  /** Feeds a cumulative reading of a backend's kernel counters. */
+  observeBackendCounters(service: string, backend: string, counters: BackendCounters): void {
+    const key = this.track(service, backend);
+    const last = this.lastCounters.get(key) ?? { connects: 0, connectFailures: 0, ejections: 0 };
+    const labels = { service, backend };
+    const add = (counter: Counter<'service' | 'backend'>, field: CounterKey) => {
+      const value = counters[field];
+      const delta = value >= last[field] ? value - last[field] : value;
+      // inc(0) creates the series, so a backend shows up with 0 before its first connect.
+      counter.inc(labels, delta);
+    };
+    add(this.connects, 'connects');
+    add(this.connectFailures, 'connectFailures');
+    add(this.ejections, 'ejections');
+    this.activeConnections.set(labels, counters.activeConnections);
+    this.lastCounters.set(key, {
+      connects: counters.connects,
+      connectFailures: counters.connectFailures,
+      ejections: counters.ejections,
+    });
+  }
+
+  /** Moves the backend's single health series to the new state and reason. */
+  setBackendHealth(service: string, backend: string, state: HealthState, reason: string): void {
+    const key = this.track(service, backend);
+    const previous = this.healthLabels.get(key);
+    if (previous?.state === state && previous.reason === reason) return;
+    if (previous) this.backendHealth.remove({ service, backend, ...previous });
+    this.backendHealth.set({ service, backend, state, reason }, 1);
+    this.healthLabels.set(key, { state, reason });
+  }
+
+  observeProbe(
+    service: string,
+    backend: string,
+    protocol: string,
+    durationSeconds: number,
+    ok: boolean,
+  ): void {
+    this.track(service, backend);
+    this.probeDuration.observe({ service, protocol }, durationSeconds);
+    if (!ok) this.probeFailures.inc({ service, backend, protocol });
+  }
+
+  setMapUsage(map: string, entries: number, capacity: number): void {
+    this.mapEntries.set({ map }, entries);
+    this.mapCapacity.set({ map }, capacity);
+  }
+
+  observeSync(kind: SyncKind, durationSeconds: number): void {
+    this.syncDuration.observe({ kind }, durationSeconds);
+  }
+
+  setControllerState(state: ControllerState): void {
+    for (const s of CONTROLLER_STATES) this.controllerState.set({ state: s }, s === state ? 1 : 0);
+  }
+
+  catalogApplied(version: number | bigint, result: 'ack' | 'nack'): void {
+    this.catalogUpdates.inc({ result });
+    if (result === 'ack') this.appliedVersion.set(Number(version));
+  }
+
+  /** Deletes every series of one backend (it left the service). Idempotent. */
+  removeBackend(service: string, backend: string): void {
+    const key = `${service}\0${backend}`;
+    const labels = { service, backend };
+    this.connects.remove(labels);
+    this.connectFailures.remove(labels);
+    this.activeConnections.remove(labels);
+    this.ejections.remove(labels);
+    const health = this.healthLabels.get(key);
+    if (health) this.backendHealth.remove({ ...labels, ...health });
+    // Probe failures carry a protocol label: drop every series of this backend whatever the protocol.
+    for (const protocol of ['tcp', 'http', 'grpc']) this.probeFailures.remove({ ...labels, protocol });
+    this.healthLabels.delete(key);
+    this.lastCounters.delete(key);
+    this.backendsOf.get(service)?.delete(backend);
+  }
+
+  /** Deletes every series of a service and its backends. Idempotent. */
+  removeService(service: string): void {
+    for (const backend of [...(this.backendsOf.get(service) ?? [])]) this.removeBackend(service, backend);
+    this.backendsOf.delete(service);
+    for (const protocol of ['tcp', 'http', 'grpc']) this.probeDuration.remove({ service, protocol });
+  }
+}
+
+/** The `backend` label for an address and port. */
+export function backendLabel(address: string, port: number): string {
+  return address.includes(':') ? `[${address}]:${port}` : `${address}:${port}`;
+}
