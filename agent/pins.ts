@@ -1,0 +1,299 @@
+/**
+ * The agent's pins under its bpffs directory (default /sys/fs/bpf/sluice), and the install / adopt /
+ * uninstall life cycle built on them.
+ *
+ *   <bpffs>/maps/<map>                          maps (LIBBPF_PIN_BY_NAME pin root: sluice_services_v1, ...)
+ *   <bpffs>/links/cg-<cgroup id>/<obj>/<prog>   one bpf_link per attached program, per cgroup
+ *   <bpffs>/progs/<obj>/<prog>                  the programs currently behind those links
+ *
+ * A cgroup's id is the inode number of its cgroup v2 directory, so links made for one cgroup are never
+ * mistaken for another's, and `uninstall --cgroup PATH` touches only that cgroup's links.
+ *
+ * Adopt on restart: the object is loaded fresh with the maps' pin root, so libbpf reuses the pinned maps
+ * (their contents untouched); each pinned link is reopened and bpf_link_update()d to the fresh program, so
+ * the hook is never detached and connects keep being translated during the restart. SIGTERM closes only
+ * the agent's fds: pins keep programs, links and maps alive, and the data plane keeps working without the
+ * agent. Only uninstall() detaches.
+ */
+import { existsSync, mkdirSync, readdirSync, rmdirSync, statSync, unlinkSync } from 'node:fs';
+import { basename, join } from 'node:path';
+import type { BpfLink, BpfMap, BpfObject, BpfProgram, NativeBpf, OpenObjectOptions } from '../native/types';
+
+export const DEFAULT_BPFFS_DIR = '/sys/fs/bpf/sluice';
+
+/** Where everything lives under one agent's bpffs directory. Pure: no file system access. */
+export interface PinLayout {
+  readonly root: string;
+  readonly mapsDir: string;
+  readonly linksDir: string;
+  readonly progsDir: string;
+  mapPin(map: string): string;
+  /** Directory of the links made for one cgroup (by cgroup id). */
+  cgroupLinksDir(cgroupId: bigint | number): string;
+  linkPin(cgroupId: bigint | number, object: string, program: string): string;
+  programPin(object: string, program: string): string;
+}
+
+export function pinLayout(root: string): PinLayout {
+  const mapsDir = join(root, 'maps');
+  const linksDir = join(root, 'links');
+  const progsDir = join(root, 'progs');
+  const cgroupLinksDir = (id: bigint | number) => join(linksDir, `cg-${id}`);
+  return {
+    root,
+    mapsDir,
+    linksDir,
+    progsDir,
+    mapPin: (map) => join(mapsDir, map),
+    cgroupLinksDir,
+    linkPin: (id, object, program) => join(cgroupLinksDir(id), object, program),
+    programPin: (object, program) => join(progsDir, object, program),
+  };
+}
+
+/** The object name used in pin paths: build/bpf/sock_lb.bpf.o → sock_lb. */
+export function objectName(path: string): string {
+  return basename(path)
+    .replace(/\.bpf\.o$/, '')
+    .replace(/\.o$/, '');
+}
+
+/** The cgroup v2 id of a cgroup directory (its inode number), as the kernel reports it in link info. */
+export function cgroupId(cgroupPath: string): bigint {
+  let stat: ReturnType<typeof statSync>;
+  try {
+    stat = statSync(cgroupPath, { bigint: true });
+  } catch (error) {
+    throw new PinError('ERR_CGROUP', `cgroup: ${cgroupPath}: ${(error as Error).message}`);
+  }
+  if (!stat.isDirectory()) throw new PinError('ERR_CGROUP', `cgroup: ${cgroupPath}: not a directory`);
+  return stat.ino;
+}
+
+export class PinError extends Error {
+  constructor(
+    readonly code: string,
+    message: string,
+  ) {
+    super(message);
+    this.name = 'PinError';
+  }
+}
+
+/** Program types attached to a cgroup by attachCgroup (the section gives the attach type). */
+export function isCgroupProgramType(type: string): boolean {
+  return type.startsWith('cgroup') || type === 'sock_ops';
+}
+
+export interface ObjectSpec {
+  /** path of the compiled object, e.g. build/bpf/sock_lb.bpf.o */
+  readonly path: string;
+  /** load options (globals, capacities, programs to skip); the pin root is set by install(). */
+  readonly options?: Omit<OpenObjectOptions, 'pinRoot'>;
+}
+
+export type LinkAction = 'attached' | 'adopted' | 'removed-stale';
+
+export interface LinkEvent {
+  readonly object: string;
+  readonly program: string;
+  readonly section: string;
+  readonly action: LinkAction;
+  readonly pin: string;
+}
+
+export interface Installed {
+  readonly layout: PinLayout;
+  readonly cgroupPath: string;
+  readonly cgroupId: bigint;
+  readonly objects: readonly BpfObject[];
+  readonly events: readonly LinkEvent[];
+  /** true when at least one link already existed: the agent restarted on top of a live data plane. */
+  readonly adopted: boolean;
+  /** A map by name from any loaded object (maps pinned by name are shared between objects). */
+  map(name: string): BpfMap;
+  /** Closes the agent's fds only; pins keep the data plane in place (what SIGTERM does). */
+  close(): void;
+}
+
+function ensureDir(path: string): void {
+  mkdirSync(path, { recursive: true });
+}
+
+function removePin(path: string): void {
+  try {
+    unlinkSync(path);
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
+  }
+}
+
+function listDir(path: string): string[] {
+  try {
+    return readdirSync(path);
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return [];
+    throw error;
+  }
+}
+
+function safeProgramInfo(program: BpfProgram): { type: string; section: string } {
+  const info = program.info();
+  return { type: info.type, section: info.section };
+}
+
+/**
+ * Loads the objects with the maps' pin root, then attaches every cgroup program to the cgroup through a
+ * pinned link, adopting (bpf_link_update) links that are already pinned for that cgroup. Links pinned for a
+ * program the new objects no longer have are detached and removed.
+ */
+export function install(
+  bpf: NativeBpf,
+  options: { bpffsDir: string; cgroupPath: string; objects: readonly ObjectSpec[] },
+): Installed {
+  const layout = pinLayout(options.bpffsDir);
+  const id = cgroupId(options.cgroupPath);
+  ensureDir(layout.mapsDir);
+  const events: LinkEvent[] = [];
+  const objects: BpfObject[] = [];
+  const links: BpfLink[] = [];
+  try {
+    for (const spec of options.objects) {
+      const object = bpf.loadObject(spec.path, { ...spec.options, pinRoot: layout.mapsDir });
+      objects.push(object);
+      const name = objectName(spec.path);
+      const wanted = new Set<string>();
+      for (const program of object.programs()) {
+        const { type, section } = safeProgramInfo(program);
+        if (!isCgroupProgramType(type)) continue;
+        wanted.add(program.name);
+        const linkPath = layout.linkPin(id, name, program.name);
+        let action: LinkAction;
+        if (existsSync(linkPath)) {
+          const link = bpf.openPinnedLink(linkPath);
+          link.update(program);
+          links.push(link);
+          action = 'adopted';
+        } else {
+          ensureDir(join(layout.cgroupLinksDir(id), name));
+          const link = program.attachCgroup(options.cgroupPath);
+          link.pin(linkPath);
+          links.push(link);
+          action = 'attached';
+        }
+        const progPath = layout.programPin(name, program.name);
+        ensureDir(join(layout.progsDir, name));
+        removePin(progPath);
+        program.pin(progPath);
+        events.push({ object: name, program: program.name, section, action, pin: linkPath });
+      }
+      // Links of programs this object no longer has: detach and forget them.
+      const objectLinks = join(layout.cgroupLinksDir(id), name);
+      for (const entry of listDir(objectLinks)) {
+        if (wanted.has(entry)) continue;
+        const path = join(objectLinks, entry);
+        const stale = bpf.openPinnedLink(path);
+        stale.detach();
+        stale.close();
+        removePin(path);
+        removePin(layout.programPin(name, entry));
+        events.push({ object: name, program: entry, section: '', action: 'removed-stale', pin: path });
+      }
+    }
+  } catch (error) {
+    for (const link of links) link.close();
+    for (const object of objects) object.close();
+    throw error;
+  }
+  const adopted = events.some((event) => event.action === 'adopted');
+  return {
+    layout,
+    cgroupPath: options.cgroupPath,
+    cgroupId: id,
+    objects,
+    events,
+    adopted,
+    map(mapName) {
+      for (const object of objects) {
+        const found = object.maps().find((map) => map.name === mapName);
+        if (found) return found;
+      }
+      throw new PinError('ERR_NO_MAP', `map ${mapName}: not in any loaded object`);
+    },
+    close() {
+      for (const link of links) link.close();
+      for (const object of objects) object.close();
+    },
+  };
+}
+
+export interface UninstallResult {
+  readonly detached: string[];
+  readonly removed: string[];
+}
+
+function rmdirIfEmpty(path: string, removed: string[]): void {
+  if (!existsSync(path)) return;
+  for (const entry of readdirSync(path)) {
+    const child = join(path, entry);
+    if (statSync(child).isDirectory()) rmdirIfEmpty(child, removed);
+  }
+  if (readdirSync(path).length === 0) {
+    rmdirSync(path);
+    removed.push(path);
+  }
+}
+
+/**
+ * Detaches every link the agent pinned (for one cgroup when given, else for all) and removes its pins;
+ * once no cgroup has links left, also the program and map pins and the directory itself. Idempotent.
+ */
+export function uninstall(
+  bpf: NativeBpf,
+  options: { bpffsDir: string; cgroupPath?: string },
+): UninstallResult {
+  const layout = pinLayout(options.bpffsDir);
+  const detached: string[] = [];
+  const removed: string[] = [];
+  if (!existsSync(layout.root)) return { detached, removed };
+  const cgroupDirs =
+    options.cgroupPath !== undefined
+      ? [layout.cgroupLinksDir(cgroupId(options.cgroupPath))]
+      : listDir(layout.linksDir).map((entry) => join(layout.linksDir, entry));
+  for (const dir of cgroupDirs) {
+    for (const object of listDir(dir)) {
+      for (const program of listDir(join(dir, object))) {
+        const path = join(dir, object, program);
+        const link = bpf.openPinnedLink(path);
+        try {
+          link.detach();
+        } finally {
+          link.close();
+        }
+        detached.push(path);
+        removePin(path);
+        removed.push(path);
+      }
+    }
+    rmdirIfEmpty(dir, removed);
+  }
+  // Programs and maps are shared by every cgroup's links: they go with the last cgroup.
+  if (listDir(layout.linksDir).length === 0) {
+    for (const dir of [layout.progsDir, layout.mapsDir]) {
+      for (const entry of listDir(dir)) {
+        const path = join(dir, entry);
+        if (statSync(path).isDirectory()) {
+          for (const inner of listDir(path)) {
+            removePin(join(path, inner));
+            removed.push(join(path, inner));
+          }
+        } else {
+          removePin(path);
+          removed.push(path);
+        }
+      }
+    }
+    rmdirIfEmpty(layout.root, removed);
+  }
+  return { detached, removed };
+}
