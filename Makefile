@@ -15,16 +15,19 @@ BPF_OBJS    := $(patsubst bpf/%.bpf.c,$(BPF_OUT)/%.bpf.o,$(BPF_SRCS))
 BPF_HDRS    := $(wildcard bpf/include/*.h bpf/lib/*.h)
 BPF_CFLAGS  := -target bpf -O2 -g -Wall -Werror -D__TARGET_ARCH_$(BPF_ARCH) \
                -Ibpf/include -Ibpf/lib -I$(BUILD)/include -I/usr/include/$(ARCH)-linux-gnu
+BPF_TEST_OUT  := $(BUILD)/bpf-test
+BPF_TEST_SRCS := $(wildcard test/bpf/progs/*.bpf.c)
+BPF_TEST_OBJS := $(patsubst test/bpf/progs/%.bpf.c,$(BPF_TEST_OUT)/%.bpf.o,$(BPF_TEST_SRCS))
 ADDON       := native/build/Release/sluice_bpf.node
 ADDON_SRCS  := $(wildcard native/src/*.cc native/src/*.h) native/binding.gyp
 TS_STAMP    := dist/.stamp
-C_FORMAT    := $(BPF_SRCS) $(BPF_HDRS) $(wildcard native/src/*.cc native/src/*.h)
+C_FORMAT    := $(BPF_SRCS) $(BPF_HDRS) $(BPF_TEST_SRCS) $(wildcard native/src/*.cc native/src/*.h)
 
 # Debian packages the build, the tests and the benchmarks need.
 APT_PACKAGES := clang llvm libbpf-dev libelf-dev zlib1g-dev bpftool iproute2 clang-format \
                 iptables nftables haproxy pkg-config make g++ python3 dnsutils
 
-.PHONY: setup deps bpffs build bpf addon ts lint format test test-unit clean demo bench
+.PHONY: setup deps bpffs build bpf bpf-test addon ts lint format test test-unit clean demo bench
 
 setup: deps bpffs node_modules/.package-lock.json build
 
@@ -44,7 +47,7 @@ node_modules/.package-lock.json: package.json package-lock.json
 	npm ci --no-audit --no-fund
 	@touch $@
 
-build: bpf addon ts
+build: bpf bpf-test addon ts
 
 bpf: $(BPF_OBJS)
 
@@ -53,6 +56,13 @@ $(BUILD)/include/vmlinux.h:
 	$(BPFTOOL) btf dump file /sys/kernel/btf/vmlinux format c > $@.tmp && mv $@.tmp $@
 
 $(BPF_OUT)/%.bpf.o: bpf/%.bpf.c $(BPF_HDRS) | $(BUILD)/include/vmlinux.h
+	@mkdir -p $(@D)
+	$(CLANG) $(BPF_CFLAGS) -c $< -o $@
+
+# Small test-only programs (test/bpf/progs) used by the addon's own tests.
+bpf-test: $(BPF_TEST_OBJS)
+
+$(BPF_TEST_OUT)/%.bpf.o: test/bpf/progs/%.bpf.c $(BPF_HDRS) | $(BUILD)/include/vmlinux.h
 	@mkdir -p $(@D)
 	$(CLANG) $(BPF_CFLAGS) -c $< -o $@
 

@@ -41,6 +41,25 @@ export interface ProgramInfo {
   /** the ELF section the program came from, e.g. 'cgroup/connect4'. */
   readonly section: string;
   readonly tag: string;
+  /** libbpf attach type name from the section, e.g. 'cgroup_inet4_connect' ('' when unknown). */
+  readonly attachType?: string;
+  /** the kernel's (15-character) name of the program. */
+  readonly kernelName?: string;
+  readonly typeId?: number;
+}
+
+export interface LinkInfo {
+  /** 'link': a bpf_link; 'prog_attach': a legacy bpf_prog_attach (sk_msg on kernels without sockmap links). */
+  readonly kind: 'link' | 'prog_attach';
+  /** kernel link id (0 for prog_attach). */
+  readonly id: number;
+  /** link type name ('cgroup', 'xdp', 'iter', 'sockmap'), or the attach type for prog_attach. */
+  readonly type: string;
+  readonly progId: number;
+  /** false once detached (known for cgroup and XDP links and prog_attach; others always report true). */
+  readonly attached: boolean;
+  /** XDP links: 'native' | 'generic'; '' otherwise. */
+  readonly mode: string;
 }
 
 export interface BpfMap {
@@ -74,6 +93,11 @@ export type XdpMode = 'native' | 'generic';
 
 export interface BpfLink {
   readonly fd: number;
+  /** how the attachment was made; sk_msg falls back to 'prog_attach' when the kernel lacks sockmap links. */
+  readonly kind?: 'link' | 'prog_attach';
+  /** where this handle pinned the link or opened it from. */
+  readonly pinnedPath?: string;
+  info?(): LinkInfo;
   pin(path: string): void;
   unpin(): void;
   /** Atomically replaces the program behind this link (bpf_link_update). */
@@ -95,6 +119,8 @@ export interface TestRunOptions {
   dataOutSize?: number;
   /** optional context (e.g. struct xdp_md). */
   ctx?: Buffer;
+  /** room for the output context (defaults to ctx length). */
+  ctxOutSize?: number;
   repeat?: number;
 }
 
@@ -103,22 +129,35 @@ export interface TestRunResult {
   /** average run time per repetition, in nanoseconds, as the kernel reports it. */
   readonly durationNs: number;
   readonly dataOut: Buffer;
+  /** the context after the run, when ctx was given. */
+  readonly ctxOut?: Buffer;
+}
+
+export interface XdpAttachOptions {
+  /** network namespace of the ifindex: a name under /var/run/netns or a path (default: the caller's). */
+  netns?: string;
 }
 
 export interface BpfProgram {
   readonly name: string;
   readonly fd: number;
   info(): ProgramInfo;
-  /** Attaches to a cgroup v2 directory with the attach type given by the section (connect4, sock_ops, ...). */
-  attachCgroup(cgroupPath: string): BpfLink;
+  /**
+   * Attaches to a cgroup v2 directory with the attach type given by the section (connect4, sock_ops, ...);
+   * attachType (a libbpf attach type name such as 'cgroup_inet4_connect') overrides it, e.g. for a
+   * program opened from a pin.
+   */
+  attachCgroup(cgroupPath: string, attachType?: string): BpfLink;
   /** XDP on an interface; 'auto' tries native then falls back to generic. */
-  attachXdp(ifindex: number, mode?: XdpMode | 'auto'): XdpLink;
+  attachXdp(ifindex: number, mode?: XdpMode | 'auto', options?: XdpAttachOptions): XdpLink;
   /** sk_msg verdict (or sk_skb) program on a sockmap/sockhash. */
-  attachSockmap(map: BpfMap): BpfLink;
+  attachSockmap(map: BpfMap, attachType?: string): BpfLink;
   /** BPF iterator program (e.g. iter/tcp, iter/udp). */
   attachIter(): BpfLink;
   testRun(options: TestRunOptions): TestRunResult;
   pin(path: string): void;
+  /** Releases the fd (idempotent; also done on GC; objects close their programs). */
+  close?(): void;
 }
 
 export interface OpenObjectOptions {
