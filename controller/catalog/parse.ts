@@ -1,0 +1,269 @@
+import YAML from 'yaml';
+import type { z } from 'zod';
+import { ipFamily, isUnspecified, normaliseIp } from './address';
+import { CATALOG_DEFAULTS } from './defaults';
+import { parseDuration } from './duration';
+import { CatalogSchema, fallbackMessage, MESSAGES, type RawService, ServiceSchema } from './schema';
+import {
+  type Backend,
+  backendId,
+  type Catalog,
+  type CatalogError,
+  type CatalogParseResult,
+  type HealthCheck,
+  type Service,
+  type ServicePort,
+  serviceKey,
+} from './types';
+
+/** Formats a path like ['services', 2, 'backends', 0, 'weight'] as `services[2].backends[0].weight`. */
+export function formatPath(path: readonly PropertyKey[]): string {
+  let out = '';
+  for (const part of path) {
+    if (typeof part === 'number') out += `[${part}]`;
+    else out += out === '' ? String(part) : `.${String(part)}`;
+  }
+  return out;
+}
+
+/** `services[2].backends[0].weight: must be an integer from 0 to 65535` (or just the message at the root). */
+export function formatCatalogError(error: CatalogError): string {
+  return error.path === '' ? error.message : `${error.path}: ${error.message}`;
+}
+
+/** Recursively freezes plain objects and arrays. */
+export function deepFreeze<T>(value: T): T {
+  if (value !== null && typeof value === 'object' && !Object.isFrozen(value)) {
+    Object.freeze(value);
+    for (const child of Object.values(value)) deepFreeze(child);
+  }
+  return value;
+}
+
+/** Reads the text as JSON when it looks like JSON (fast for big generated catalogs), otherwise as YAML. */
+function readDocument(
+  text: string,
+  source: string,
+): { ok: true; value: unknown } | { ok: false; errors: CatalogError[] } {
+  if (/^\s*[[{]/.test(text)) {
+    try {
+      return { ok: true, value: JSON.parse(text) };
+    } catch {
+      // Flow-style YAML also starts with '{': let the YAML parser decide and report.
+    }
+  }
+  const doc = YAML.parseDocument(text, { uniqueKeys: true, prettyErrors: false });
+  if (doc.errors.length > 0) {
+    return {
+      ok: false,
+      errors: doc.errors.map((e) => {
+        const at = e.linePos?.[0];
+        const where = at ? ` at line ${at.line}, column ${at.col}` : '';
+        const reason = e.message.split('\n')[0]?.replace(/ at line \d+, column \d+:?$/, '');
+        return { path: '', message: `${source}: invalid YAML${where}: ${reason}` };
+      }),
+    };
+  }
+  return { ok: true, value: doc.toJS({ maxAliasCount: 1000 }) ?? null };
+}
+
+function zodErrors(error: z.ZodError, prefix: readonly PropertyKey[] = []): CatalogError[] {
+  const errors: CatalogError[] = [];
+  for (const issue of error.issues) {
+    if (issue.code === 'unrecognized_keys') {
+      for (const key of issue.keys)
+        errors.push({ path: formatPath([...prefix, ...issue.path, key]), message: 'unknown field' });
+    } else {
+      errors.push({ path: formatPath([...prefix, ...issue.path]), message: issue.message });
+    }
+  }
+  return errors;
+}
+
+/** Parses a duration default from defaults.ts (they are literals, checked by the tests). */
+function defaultMs(text: string): number {
+  const ms = parseDuration(text);
+  if (ms === null) throw new Error(`bad default duration ${text}`);
+  return ms;
+}
+
+function normaliseService(raw: RawService, at: string, errors: CatalogError[]): Service {
+  const namespace = raw.namespace ?? CATALOG_DEFAULTS.namespace;
+
+  // VIPs: one address or a list of one per family.
+  const vipTexts = typeof raw.vip === 'string' ? [raw.vip] : raw.vip;
+  const vips: string[] = [];
+  if (vipTexts.length < 1 || vipTexts.length > 2) errors.push({ path: `${at}.vip`, message: MESSAGES.vips });
+  vipTexts.forEach((text, i) => {
+    const path = typeof raw.vip === 'string' ? `${at}.vip` : `${at}.vip[${i}]`;
+    const address = normaliseIp(text);
+    if (address === null) errors.push({ path, message: MESSAGES.ip });
+    else if (isUnspecified(address)) errors.push({ path, message: 'must not be the unspecified address' });
+    else if (vips.some((v) => ipFamily(v) === ipFamily(address)))
+      errors.push({
+        path,
+        message: `a second IPv${ipFamily(address)} VIP is not allowed (one per address family)`,
+      });
+    else vips.push(address);
+  });
+  vips.sort((a, b) => ipFamily(a) - ipFamily(b));
+
+  // Ports: names required and unique when there are several; VIP port/protocol unique within the service.
+  const ports: ServicePort[] = raw.ports.map((p) => ({
+    name: p.name ?? null,
+    port: p.port,
+    targetPort: p.targetPort ?? p.port,
+    protocol: p.protocol ?? CATALOG_DEFAULTS.protocol,
+  }));
+  const seenNames = new Map<string, number>();
+  const seenPorts = new Map<string, number>();
+  ports.forEach((p, i) => {
+    if (ports.length > 1 && p.name === null)
+      errors.push({
+        path: `${at}.ports[${i}].name`,
+        message: 'is required when a service has several ports',
+      });
+    if (p.name !== null) {
+      const first = seenNames.get(p.name);
+      if (first !== undefined)
+        errors.push({
+          path: `${at}.ports[${i}].name`,
+          message: `duplicate port name ${p.name} (also ${at}.ports[${first}])`,
+        });
+      else seenNames.set(p.name, i);
+    }
+    const id = `${p.port}/${p.protocol}`;
+    const first = seenPorts.get(id);
+    if (first !== undefined)
+      errors.push({
+        path: `${at}.ports[${i}]`,
+        message: `duplicate port ${id} (also ${at}.ports[${first}])`,
+      });
+    else seenPorts.set(id, i);
+  });
+
+  const hcDefaults = CATALOG_DEFAULTS.healthCheck;
+  let healthCheck: HealthCheck | null = null;
+  if (raw.healthCheck) {
+    const hc = raw.healthCheck;
+    healthCheck = {
+      protocol: hc.protocol,
+      path: hc.path ?? hcDefaults.path,
+      service: hc.service ?? hcDefaults.service,
+      port: hc.port ?? null,
+      intervalMs: hc.interval ?? defaultMs(hcDefaults.interval),
+      timeoutMs: hc.timeout ?? defaultMs(hcDefaults.timeout),
+      healthyThreshold: hc.healthyThreshold ?? hcDefaults.healthyThreshold,
+      unhealthyThreshold: hc.unhealthyThreshold ?? hcDefaults.unhealthyThreshold,
+      expectedStatus: hc.expectedStatus ?? { min: 200, max: 399 },
+    };
+    if (healthCheck.timeoutMs > healthCheck.intervalMs)
+      errors.push({ path: `${at}.healthCheck.timeout`, message: 'must not be longer than interval' });
+    if (hc.path !== undefined && hc.protocol !== 'http')
+      errors.push({ path: `${at}.healthCheck.path`, message: 'is only valid with protocol http' });
+    if (hc.expectedStatus !== undefined && hc.protocol !== 'http')
+      errors.push({ path: `${at}.healthCheck.expectedStatus`, message: 'is only valid with protocol http' });
+    if (hc.service !== undefined && hc.protocol !== 'grpc')
+      errors.push({ path: `${at}.healthCheck.service`, message: 'is only valid with protocol grpc' });
+  }
+
+  const od = raw.outlierDetection;
+  const odDefaults = CATALOG_DEFAULTS.outlierDetection;
+  const outlierDetection = od
+    ? {
+        consecutiveFailures: od.consecutiveFailures ?? odDefaults.consecutiveFailures,
+        baseEjectionTimeMs: od.baseEjectionTime ?? defaultMs(odDefaults.baseEjectionTime),
+        maxEjectionPercent: od.maxEjectionPercent ?? odDefaults.maxEjectionPercent,
+      }
+    : null;
+
+  const backends: Backend[] = (raw.backends ?? []).map((b) => ({
+    address: b.address,
+    port: b.port ?? null,
+    weight: b.weight ?? CATALOG_DEFAULTS.backendWeight,
+    node: b.node ?? null,
+    zone: b.zone ?? null,
+  }));
+  const seenBackends = new Map<string, number>();
+  backends.forEach((b, i) => {
+    if (isUnspecified(b.address))
+      errors.push({ path: `${at}.backends[${i}].address`, message: 'must not be the unspecified address' });
+    const id = backendId(b);
+    const first = seenBackends.get(id);
+    if (first !== undefined)
+      errors.push({
+        path: `${at}.backends[${i}]`,
+        message: `duplicate backend ${id} (also ${at}.backends[${first}])`,
+      });
+    else seenBackends.set(id, i);
+  });
+
+  return {
+    key: serviceKey(namespace, raw.name),
+    name: raw.name,
+    namespace,
+    vips,
+    ports,
+    algorithm: raw.algorithm ?? CATALOG_DEFAULTS.algorithm,
+    affinity: {
+      mode: raw.affinity?.mode ?? CATALOG_DEFAULTS.affinity.mode,
+      timeoutMs: raw.affinity?.timeout ?? defaultMs(CATALOG_DEFAULTS.affinity.timeout),
+    },
+    trafficDistribution: raw.trafficDistribution ?? CATALOG_DEFAULTS.trafficDistribution,
+    healthCheck,
+    outlierDetection,
+    backends,
+  };
+}
+
+/**
+ * Parses and validates a catalog file (YAML, or JSON). Pure: `source` only names the file in messages.
+ * On success the catalog is normalised, has every default filled in and is deep-frozen. On failure every
+ * error found is returned (not just the first), each naming its path and reason.
+ */
+export function parseCatalog(text: string, source: string): CatalogParseResult {
+  const doc = readDocument(text, source);
+  if (!doc.ok) return { ok: false, errors: doc.errors };
+  const parsed = CatalogSchema.safeParse(doc.value, { error: fallbackMessage });
+  if (!parsed.success) return { ok: false, errors: zodErrors(parsed.error) };
+
+  const errors: CatalogError[] = [];
+  const services: Service[] = [];
+  const keys = new Map<string, number>();
+  const listeners = new Map<string, number>();
+  parsed.data.services.forEach((input, i) => {
+    const at = `services[${i}]`;
+    const one = ServiceSchema.safeParse(input, { error: fallbackMessage });
+    if (!one.success) {
+      errors.push(...zodErrors(one.error, ['services', i]));
+      return;
+    }
+    const raw = one.data;
+    const service = normaliseService(raw, at, errors);
+    const first = keys.get(service.key);
+    if (first !== undefined) {
+      errors.push({
+        path: `${at}.name`,
+        message: `service ${service.key} is already defined at services[${first}]`,
+      });
+    } else {
+      keys.set(service.key, i);
+    }
+    for (const vip of service.vips) {
+      service.ports.forEach((p, j) => {
+        const id =
+          ipFamily(vip) === 6 ? `[${vip}]:${p.port}/${p.protocol}` : `${vip}:${p.port}/${p.protocol}`;
+        const owner = listeners.get(id);
+        if (owner !== undefined && owner !== i) {
+          errors.push({ path: `${at}.ports[${j}]`, message: `${id} is already used by services[${owner}]` });
+        } else {
+          listeners.set(id, i);
+        }
+      });
+    }
+    services.push(service);
+  });
+  if (errors.length > 0) return { ok: false, errors };
+  const catalog: Catalog = { domain: parsed.data.domain ?? CATALOG_DEFAULTS.domain, services };
+  return { ok: true, catalog: deepFreeze(catalog) };
+}
