@@ -15,6 +15,7 @@
  * the agent's fds: pins keep programs, links and maps alive, and the data plane keeps working without the
  * agent. Only uninstall() detaches.
  */
+import { execFileSync } from 'node:child_process';
 import { existsSync, mkdirSync, readdirSync, rmdirSync, statSync, unlinkSync } from 'node:fs';
 import { basename, join } from 'node:path';
 import type { BpfLink, BpfMap, BpfObject, BpfProgram, NativeBpf, OpenObjectOptions } from '../native/types';
@@ -92,7 +93,7 @@ export interface ObjectSpec {
   readonly options?: Omit<OpenObjectOptions, 'pinRoot'>;
 }
 
-export type LinkAction = 'attached' | 'adopted' | 'removed-stale';
+export type LinkAction = 'attached' | 'adopted' | 'replaced' | 'removed-stale';
 
 export interface LinkEvent {
   readonly object: string;
@@ -142,6 +143,60 @@ function safeProgramInfo(program: BpfProgram): { type: string; section: string }
   return { type: info.type, section: info.section };
 }
 
+function isNotALink(error: unknown): boolean {
+  const e = error as { code?: string; message?: string };
+  return e?.code === 'EINVAL' && /not a link/.test(e.message ?? '');
+}
+
+/**
+ * Puts `program` behind the link pinned at `linkPath`: bpf_link_update on the reopened link. When the
+ * addon cannot reopen the pin as a link (it rejects the fd of a reopened pin), make-before-break
+ * instead: attach the program through a new link, then detach the old one and pin the new one in its
+ * place. For the short overlap both programs run; the socket-LB hooks are idempotent (a translated
+ * address is no longer a VIP), so connects never see a gap.
+ */
+function adoptLink(
+  bpf: NativeBpf,
+  linkPath: string,
+  program: BpfProgram,
+  cgroupPath: string,
+): { link: BpfLink; action: LinkAction } {
+  try {
+    const link = bpf.openPinnedLink(linkPath);
+    link.update(program);
+    return { link, action: 'adopted' };
+  } catch (error) {
+    if (!isNotALink(error)) throw error;
+  }
+  const link = program.attachCgroup(cgroupPath);
+  try {
+    detachPinnedLink(bpf, linkPath);
+    removePin(linkPath);
+    link.pin(linkPath);
+  } catch (error) {
+    link.close();
+    throw error;
+  }
+  return { link, action: 'replaced' };
+}
+
+/** bpf_link_detach of a pinned link (through bpftool when the addon cannot reopen the pin). */
+export function detachPinnedLink(bpf: NativeBpf, path: string): void {
+  let link: BpfLink;
+  try {
+    link = bpf.openPinnedLink(path);
+  } catch (error) {
+    if (!isNotALink(error)) throw error;
+    execFileSync('bpftool', ['link', 'detach', 'pinned', path], { stdio: ['ignore', 'ignore', 'pipe'] });
+    return;
+  }
+  try {
+    link.detach();
+  } finally {
+    link.close();
+  }
+}
+
 /**
  * Loads the objects with the maps' pin root, then attaches every cgroup program to the cgroup through a
  * pinned link, adopting (bpf_link_update) links that are already pinned for that cgroup. Links pinned for a
@@ -170,10 +225,9 @@ export function install(
         const linkPath = layout.linkPin(id, name, program.name);
         let action: LinkAction;
         if (existsSync(linkPath)) {
-          const link = bpf.openPinnedLink(linkPath);
-          link.update(program);
-          links.push(link);
-          action = 'adopted';
+          const adopted = adoptLink(bpf, linkPath, program, options.cgroupPath);
+          links.push(adopted.link);
+          action = adopted.action;
         } else {
           ensureDir(join(layout.cgroupLinksDir(id), name));
           const link = program.attachCgroup(options.cgroupPath);
@@ -192,9 +246,7 @@ export function install(
       for (const entry of listDir(objectLinks)) {
         if (wanted.has(entry)) continue;
         const path = join(objectLinks, entry);
-        const stale = bpf.openPinnedLink(path);
-        stale.detach();
-        stale.close();
+        detachPinnedLink(bpf, path);
         removePin(path);
         removePin(layout.programPin(name, entry));
         events.push({ object: name, program: entry, section: '', action: 'removed-stale', pin: path });
@@ -205,7 +257,7 @@ export function install(
     for (const object of objects) object.close();
     throw error;
   }
-  const adopted = events.some((event) => event.action === 'adopted');
+  const adopted = events.some((event) => event.action === 'adopted' || event.action === 'replaced');
   return {
     layout,
     cgroupPath: options.cgroupPath,
@@ -264,12 +316,7 @@ export function uninstall(
     for (const object of listDir(dir)) {
       for (const program of listDir(join(dir, object))) {
         const path = join(dir, object, program);
-        const link = bpf.openPinnedLink(path);
-        try {
-          link.detach();
-        } finally {
-          link.close();
-        }
+        detachPinnedLink(bpf, path);
         detached.push(path);
         removePin(path);
         removed.push(path);
