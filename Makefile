@@ -47,7 +47,7 @@ node_modules/.package-lock.json: package.json package-lock.json
 	npm ci --no-audit --no-fund
 	@touch $@
 
-build: bpf bpf-test addon ts
+build: bpf bpf-test addon ts test-helpers
 
 bpf: $(BPF_OBJS)
 
@@ -65,6 +65,13 @@ bpf-test: $(BPF_TEST_OBJS)
 $(BPF_TEST_OUT)/%.bpf.o: test/bpf/progs/%.bpf.c $(BPF_HDRS) | $(BUILD)/include/vmlinux.h
 	@mkdir -p $(@D)
 	$(CLANG) $(BPF_CFLAGS) -c $< -o $@
+
+# C helpers for socket tests and benchmarks (blocking-read semantics that Node's sockets cannot show).
+test-helpers: $(BUILD)/fastpath-io
+
+$(BUILD)/fastpath-io: test/bpf/fastpath-io.c
+	@mkdir -p $(@D)
+	$(CC) -O2 -Wall -pthread -o $@ $<
 
 addon: $(ADDON)
 

@@ -1,0 +1,315 @@
+// SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
+/*
+ * Same-node fast path. A sock_ops program puts established TCP sockets whose two ends are on this
+ * node into a sockhash keyed by their 4-tuple; an sk_msg program hands each send straight to the
+ * peer socket's receive side (bpf_msg_redirect_hash with BPF_F_INGRESS), skipping the TCP/IP stack
+ * twice.
+ *
+ * Ordering: each direction of a connection has a sticky mode in socket storage, UNDECIDED ->
+ * REDIRECT -> PASS and never back. The receiver reads its psock queue (redirected bytes) before its
+ * TCP receive queue, so a direction that switches from REDIRECT to PASS keeps its byte order; a
+ * direction that ever sent on the normal path (peer not yet in the map) stays there, so redirected
+ * bytes never overtake TCP bytes.
+ *
+ * Backpressure: redirected bytes are not bounded by the receiver's buffer, so a direction redirects
+ * only while the peer holds fewer than max_queued_bytes unread; past that it moves to the normal
+ * path, where TCP's own flow control pushes back on the sender.
+ */
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include "fastpath.h"
+#include "fastpath_key.h"
+#include "fastpath_peer.h"
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";
+
+/* Established same-node sockets by their own 4-tuple; the kernel removes a socket when it closes.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_SOCKHASH);
+	__uint(max_entries, FP_MAX_SOCKETS);
+	__type(key, struct fp_sock_key);
+	__type(value, __u64);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} sluice_fp_socks_v1 SEC(".maps");
+
+/*
+ * Address of each socket in the sockhash, by the same key, so the sender can read how much its peer
+ * has not read yet (the sockhash gives sk_msg no reference it could release). Removed when the
+ * socket closes; LRU so a missed removal can never fill it. Only ever read with
+ * bpf_probe_read_kernel.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, FP_MAX_SOCKETS);
+	__type(key, struct fp_sock_key);
+	__type(value, __u64);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} sluice_fp_sockaddr_v1 SEC(".maps");
+
+/* Listening sockets that do not block, so their accepted sockets may join before accept(). */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, FP_MAX_ENDPOINTS);
+	__type(key, struct fp_listener_key);
+	__type(value, __u32);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} sluice_fp_listeners_v1 SEC(".maps");
+
+/* Node-local mesh endpoints (backend address, port) whose connections may be redirected. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, FP_MAX_ENDPOINTS);
+	__type(key, struct fp_endpoint_key);
+	__type(value, __u8);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} sluice_fp_endpoints_v1 SEC(".maps");
+
+/* Run-time settings: on/off, scope, backpressure bound. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct fp_config);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} sluice_fp_config_v1 SEC(".maps");
+
+/* Counters, per CPU. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct fp_stats);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} sluice_fp_stats_v1 SEC(".maps");
+
+/* Sticky per-direction mode of each socket that sends through the fast path. */
+struct {
+	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, struct fp_sock_state);
+} sluice_fp_state_v1 SEC(".maps");
+
+static __always_inline struct fp_config *fp_config(void)
+{
+	__u32 zero = 0;
+
+	return bpf_map_lookup_elem(&sluice_fp_config_v1, &zero);
+}
+
+static __always_inline struct fp_stats *fp_stats(void)
+{
+	__u32 zero = 0;
+
+	return bpf_map_lookup_elem(&sluice_fp_stats_v1, &zero);
+}
+
+/* Whether a new connection is one the fast path may take, per the configured scope. */
+static __always_inline bool fp_eligible(const struct fp_config *cfg, const struct fp_sock_key *key,
+					bool active)
+{
+	struct fp_endpoint_key ep = {};
+
+	if (cfg->scope == FP_SCOPE_ALL)
+		return fp_addresses_local(key);
+	/* The active side connected to the endpoint; the passive side is the endpoint. */
+	if (active) {
+		__builtin_memcpy(ep.ip, key->remote_ip, sizeof(ep.ip));
+		ep.port = key->remote_port;
+	} else {
+		__builtin_memcpy(ep.ip, key->local_ip, sizeof(ep.ip));
+		ep.port = key->local_port;
+	}
+	return bpf_map_lookup_elem(&sluice_fp_endpoints_v1, &ep) != NULL;
+}
+
+static __always_inline void fp_listener_key(struct fp_listener_key *lk,
+					    const struct fp_sock_key *key, __u64 netns)
+{
+	lk->netns = netns;
+	__builtin_memcpy(lk->ip, key->local_ip, sizeof(lk->ip));
+	lk->port = key->local_port;
+}
+
+/*
+ * Whether the passive side of a connection may join: its listener does not block (accept4 with
+ * SOCK_NONBLOCK, as event-loop servers do). Looked up by the bound address, then the wildcards.
+ */
+static __always_inline bool fp_listener_nonblocking(const struct fp_sock_key *key, __u64 netns)
+{
+	struct fp_listener_key lk = {};
+
+	fp_listener_key(&lk, key, netns);
+	if (bpf_map_lookup_elem(&sluice_fp_listeners_v1, &lk))
+		return true;
+	/* ::ffff:0.0.0.0 (IPv4 any) */
+	lk.ip[0] = 0;
+	lk.ip[1] = 0;
+	lk.ip[3] = 0;
+	if (bpf_map_lookup_elem(&sluice_fp_listeners_v1, &lk))
+		return true;
+	/* :: (IPv6 any, dual stack) */
+	lk.ip[2] = 0;
+	return bpf_map_lookup_elem(&sluice_fp_listeners_v1, &lk) != NULL;
+}
+
+/* Whether the socket behind a sock_ops callback blocks (FP_SOCK_*). */
+static __always_inline int fp_ops_blocking(struct bpf_sock_ops *ops)
+{
+	struct bpf_sock *sk = ops->sk;
+
+	if (!sk)
+		return FP_SOCK_NO_FILE;
+	return fp_tcp_sock_blocking(bpf_skc_to_tcp_sock(sk));
+}
+
+SEC("sockops")
+int fp_sockops(struct bpf_sock_ops *ops)
+{
+	struct fp_sock_key key = {};
+	struct fp_config *cfg;
+	struct fp_stats *stats;
+	bool active;
+	long err;
+
+	__u64 netns, addr;
+
+	switch (ops->op) {
+	case BPF_SOCK_OPS_STATE_CB:
+		/* args[1] is the new state: forget the socket when it closes. */
+		if (ops->args[1] == BPF_TCP_CLOSE && !fp_key_from_ops(ops, &key)) {
+			struct fp_listener_key lk = {};
+
+			netns = bpf_get_netns_cookie(ops);
+			fp_listener_key(&lk, &key, netns);
+			if (ops->args[0] == BPF_TCP_LISTEN)
+				bpf_map_delete_elem(&sluice_fp_listeners_v1, &lk);
+			fp_key_set_netns(&key, netns);
+			bpf_map_delete_elem(&sluice_fp_sockaddr_v1, &key);
+		}
+		return 1;
+	case BPF_SOCK_OPS_TCP_LISTEN_CB:
+		/* Remember listeners that do not block (and forget them when they close). */
+		cfg = fp_config();
+		if (!cfg || !cfg->enabled || fp_key_from_ops(ops, &key))
+			return 1;
+		if (fp_ops_blocking(ops) == FP_SOCK_NONBLOCKING) {
+			struct fp_listener_key lk = {};
+			__u32 one = 1;
+
+			fp_listener_key(&lk, &key, bpf_get_netns_cookie(ops));
+			bpf_map_update_elem(&sluice_fp_listeners_v1, &lk, &one, BPF_ANY);
+			bpf_sock_ops_cb_flags_set(ops, ops->bpf_sock_ops_cb_flags |
+							   BPF_SOCK_OPS_STATE_CB_FLAG);
+		}
+		return 1;
+	case BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB:
+		active = true;
+		break;
+	case BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB:
+		active = false;
+		break;
+	default:
+		return 1;
+	}
+	cfg = fp_config();
+	if (!cfg || !cfg->enabled)
+		return 1;
+	if (fp_key_from_ops(ops, &key))
+		return 1;
+	netns = bpf_get_netns_cookie(ops);
+	fp_key_set_netns(&key, netns);
+	if (!fp_eligible(cfg, &key, active))
+		return 1;
+	stats = fp_stats();
+	/* Only sockets that do not block: see fp_sock_blocking(). */
+	if (!cfg->allow_blocking && (active ? fp_ops_blocking(ops) != FP_SOCK_NONBLOCKING
+					    : !fp_listener_nonblocking(&key, netns))) {
+		if (stats)
+			stats->skipped_blocking++;
+		return 1;
+	}
+	err = bpf_sock_hash_update(ops, &sluice_fp_socks_v1, &key, BPF_NOEXIST);
+	if (!err && ops->sk) {
+		addr = (__u64)ops->sk;
+		bpf_map_update_elem(&sluice_fp_sockaddr_v1, &key, &addr, BPF_ANY);
+		bpf_sock_ops_cb_flags_set(ops,
+					  ops->bpf_sock_ops_cb_flags | BPF_SOCK_OPS_STATE_CB_FLAG);
+	}
+	if (stats) {
+		if (err)
+			stats->insert_failures++;
+		else
+			stats->inserts++;
+	}
+	return 1;
+}
+
+/* Counts a send on the normal path; `reason` is the counter of a direction leaving the fast path,
+ * or NULL. */
+static __always_inline int fp_pass(struct fp_stats *stats, struct fp_sock_state *state,
+				   __u64 *reason, __u32 size)
+{
+	if (state)
+		state->mode = FP_MODE_PASS;
+	if (stats) {
+		stats->fallback_msgs++;
+		stats->fallback_bytes += size;
+		if (reason)
+			(*reason)++;
+	}
+	return SK_PASS;
+}
+
+SEC("sk_msg")
+int fp_msg(struct sk_msg_md *msg)
+{
+	struct fp_stats *stats = fp_stats();
+	struct fp_sock_key key = {};
+	struct fp_sock_state *state;
+	struct fp_config *cfg;
+	__u64 *peer;
+	__u32 size = msg->size;
+	long unread;
+
+	if (!msg->sk)
+		return fp_pass(stats, NULL, NULL, size);
+	state = bpf_sk_storage_get(&sluice_fp_state_v1, msg->sk, NULL, BPF_SK_STORAGE_GET_F_CREATE);
+	if (!state)
+		return fp_pass(stats, NULL, stats ? &stats->state_failures : NULL, size);
+	if (state->mode == FP_MODE_PASS)
+		return fp_pass(stats, state, NULL, size);
+
+	cfg = fp_config();
+	if (!cfg || !cfg->enabled)
+		return fp_pass(stats, state, stats ? &stats->fallback_disabled : NULL, size);
+	if (state->mode == FP_MODE_UNDECIDED && cfg->max_msg_bytes && size > cfg->max_msg_bytes)
+		return fp_pass(stats, state, stats ? &stats->fallback_policy : NULL, size);
+	if (fp_peer_key_from_msg(msg, &key))
+		return fp_pass(stats, state, stats ? &stats->fallback_no_peer : NULL, size);
+	fp_key_set_netns(&key, bpf_get_netns_cookie(msg));
+
+	peer = bpf_map_lookup_elem(&sluice_fp_sockaddr_v1, &key);
+	if (!peer)
+		return fp_pass(stats, state, stats ? &stats->fallback_no_peer : NULL, size);
+	/*
+	 * An accepted peer that turned out to block (a blocking accept() on a non-blocking
+	 * listener): send it nothing more by redirect. (sk_msg may not remove it from the sockhash;
+	 * see docs/fastpath.md.)
+	 */
+	if (!cfg->allow_blocking && fp_sock_blocking(*peer) == FP_SOCK_BLOCKING)
+		return fp_pass(stats, state, stats ? &stats->fallback_blocking : NULL, size);
+	unread = fp_peer_unread_bytes(*peer);
+	if (unread < 0 || (__u64)unread + size > cfg->max_queued_bytes)
+		return fp_pass(stats, state, stats ? &stats->fallback_backpressure : NULL, size);
+
+	if (bpf_msg_redirect_hash(msg, &sluice_fp_socks_v1, &key, BPF_F_INGRESS) != SK_PASS)
+		return fp_pass(stats, state, stats ? &stats->redirect_errors : NULL, size);
+	state->mode = FP_MODE_REDIRECT;
+	if (stats) {
+		stats->redirected_msgs++;
+		stats->redirected_bytes += size;
+	}
+	return SK_PASS;
+}
