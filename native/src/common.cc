@@ -220,16 +220,18 @@ v8::Local<v8::Object> CopyBuffer(const void* data, size_t length) {
 
 std::string FdKind(int fd) {
   char path[64];
-  char target[128];
-  snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
-  ssize_t n = readlink(path, target, sizeof(target) - 1);
-  if (n < 0) return "";
-  target[n] = '\0';
-  std::string link(target);
-  if (link == "anon_inode:bpf-map") return "map";
-  if (link == "anon_inode:bpf-prog") return "prog";
-  if (link == "anon_inode:bpf_link") return "link";
-  return "";
+  snprintf(path, sizeof(path), "/proc/self/fdinfo/%d", fd);
+  FILE* file = fopen(path, "re");
+  if (file == nullptr) return "";
+  std::string kind;
+  char line[256];
+  while (kind.empty() && fgets(line, sizeof(line), file) != nullptr) {
+    if (strncmp(line, "map_type:", 9) == 0) kind = "map";
+    if (strncmp(line, "prog_type:", 10) == 0) kind = "prog";
+    if (strncmp(line, "link_type:", 10) == 0) kind = "link";
+  }
+  fclose(file);
+  return kind;
 }
 
 int DupFd(int fd) { return fcntl(fd, F_DUPFD_CLOEXEC, 3); }

@@ -76,7 +76,7 @@ void SetProp(v8::Local<v8::Object> obj, const char* key, double value);
 // Copies bytes into a new Buffer.
 v8::Local<v8::Object> CopyBuffer(const void* data, size_t length);
 
-// What a bpf fd refers to: "map", "prog", "link" or "" (from /proc/self/fd).
+// What a bpf fd refers to: "map", "prog", "link" or "" (from /proc/self/fdinfo).
 std::string FdKind(int fd);
 
 // A CLOEXEC duplicate of fd (libbpf owns the original), or -1 with errno set.

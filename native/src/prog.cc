@@ -1,6 +1,7 @@
 // Programs (info, attach as links, test runs, pinning) and links (pin, update, detach, iterators).
 #include <fcntl.h>
 #include <linux/if_link.h>
+#include <net/if.h>
 #include <sched.h>
 #include <unistd.h>
 
@@ -258,13 +259,19 @@ NAN_METHOD(ProgHandle::AttachXdp) {
   int fd = -1, err = 0;
   std::string got;
   bool ok = InNetns(netns, "attachXdp", [&]() {
+    char ifname[IF_NAMESIZE];
+    if (if_indextoname(ifindex, ifname) == nullptr) {
+      err = ENODEV;  // the kernel would say EINVAL
+      got = "lookup";
+      return;
+    }
     if (mode != "generic") {
       LIBBPF_OPTS(bpf_link_create_opts, opts, .flags = XDP_FLAGS_DRV_MODE);
       fd = bpf_link_create(self->fd_, static_cast<int>(ifindex), BPF_XDP, &opts);
       err = errno;
       got = "native";
       // auto: fall back to generic only when the driver lacks native XDP.
-      if (fd >= 0 || mode == "native" || (err != EOPNOTSUPP && err != 524 && err != EINVAL)) return;
+      if (fd >= 0 || mode == "native" || (err != EOPNOTSUPP && err != 524)) return;
     }
     LIBBPF_OPTS(bpf_link_create_opts, opts, .flags = XDP_FLAGS_SKB_MODE);
     fd = bpf_link_create(self->fd_, static_cast<int>(ifindex), BPF_XDP, &opts);
@@ -273,6 +280,9 @@ NAN_METHOD(ProgHandle::AttachXdp) {
   });
   if (!ok) return;
   if (fd < 0) {
+    if (got == "lookup") {
+      return ThrowBpfError("if_indextoname", err, "", "no interface " + std::to_string(ifindex));
+    }
     return ThrowBpfError(op, err, "", "xdp (" + mode + ") on ifindex " + std::to_string(ifindex));
   }
   info.GetReturnValue().Set(LinkHandle::WrapLink(fd, got));

@@ -2,8 +2,11 @@
  * The native addon against the real kernel: objects, globals, map operations, batches, per-CPU values,
  * map creation, pinning, BPF_PROG_TEST_RUN and the error paths. Test programs: test/bpf/progs.
  */
-import { existsSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { existsSync, readdirSync } from 'node:fs';
 import { join, resolve } from 'node:path';
+import { setFlagsFromString } from 'node:v8';
+import { runInNewContext } from 'node:vm';
 import { afterEach, expect, it } from 'vitest';
 import { BpfError, type BpfObject, bpf } from '../../native/index';
 import { describePrivileged } from '../support/privileged';
@@ -312,5 +315,84 @@ describePrivileged('native addon: objects, maps and test runs', () => {
     const obj = load(XDP_OBJ, { skipPrograms: ['addon_xdp_swap'] });
     expect(obj.programs().map((p) => p.name)).toEqual(['addon_xdp_count']);
     expect(thrown(() => obj.program('addon_xdp_swap')).code).toBe('ENOENT');
+  });
+
+  it('shows its programs and BTF-typed maps to bpftool', () => {
+    const obj = load(XDP_OBJ);
+    const progId = obj.program('addon_xdp_count').info().id;
+    const prog = JSON.parse(
+      execFileSync('bpftool', ['-j', 'prog', 'show', 'id', String(progId)], { encoding: 'utf8' }),
+    );
+    expect(prog).toMatchObject({ id: progId, type: 'xdp', name: 'addon_xdp_count' });
+    const mapId = obj.map('addon_big').info().id;
+    const map = JSON.parse(
+      execFileSync('bpftool', ['-j', 'map', 'show', 'id', String(mapId)], { encoding: 'utf8' }),
+    );
+    expect(map).toMatchObject({ id: mapId, type: 'hash', name: 'addon_big' });
+    expect(map.btf_id).toBeGreaterThan(0);
+    obj.map('addon_big').update(u32(7), u64(77));
+    const dump = execFileSync('bpftool', ['map', 'dump', 'id', String(mapId)], { encoding: 'utf8' });
+    // With BTF, bpftool prints typed values rather than raw bytes.
+    expect(dump).toMatch(/"key": 7,\s*"value": 77/);
+  });
+});
+
+describePrivileged('native addon: fd hygiene', () => {
+  const fdCount = (): number => readdirSync('/proc/self/fd').length;
+
+  it('returns to the baseline fd count after loading and closing objects many times', () => {
+    // Warm up once (lazy loads of the addon and libbpf's own one-time probes).
+    bpf.loadObject(XDP_OBJ).close();
+    const baseline = fdCount();
+    const deadline = Date.now() + 20_000;
+    for (let i = 0; i < 40 && Date.now() < deadline; i++) {
+      const obj = bpf.loadObject(XDP_OBJ, { mapMaxEntries: { addon_big: 64 } });
+      obj.map('addon_big').update(u32(i), u64(i));
+      obj.program('addon_xdp_count').testRun({ data: ipv4Frame() });
+      const map = bpf.createMap({ type: 'hash', name: 'addon_tmp', keySize: 4, valueSize: 4, maxEntries: 4 });
+      map.close();
+      map.close(); // idempotent
+      expect(() => bpf.loadObject(BAD_OBJ)).toThrow(BpfError);
+      expect(() => bpf.openPinnedMap('/sys/fs/bpf/addon-definitely-missing')).toThrow(BpfError);
+      obj.close();
+    }
+    expect(fdCount()).toBe(baseline);
+  });
+
+  it('releases the fds of handles that are dropped without close() when they are garbage collected', async () => {
+    setFlagsFromString('--expose-gc');
+    const gc = runInNewContext('gc') as () => void;
+    const collect = async (): Promise<void> => {
+      for (let round = 0; round < 4; round++) {
+        gc();
+        await new Promise((r) => setImmediate(r));
+      }
+    };
+    await collect();
+    const baseline = fdCount();
+    (() => {
+      for (let i = 0; i < 20; i++)
+        bpf.createMap({ type: 'array', name: 'addon_gc', keySize: 4, valueSize: 4, maxEntries: 1 });
+    })();
+    expect(fdCount()).toBe(baseline + 20);
+    await collect();
+    expect(fdCount()).toBe(baseline);
+  });
+
+  it('refuses to use a closed handle', () => {
+    const map = bpf.createMap({
+      type: 'hash',
+      name: 'addon_closed',
+      keySize: 4,
+      valueSize: 4,
+      maxEntries: 4,
+    });
+    map.close();
+    expect(thrown(() => map.lookup(u32(1)))).toMatchObject({ code: 'EBADF' });
+    const obj = bpf.loadObject(XDP_OBJ);
+    const prog = obj.program('addon_xdp_count');
+    obj.close();
+    expect(thrown(() => prog.testRun({ data: ipv4Frame() }))).toMatchObject({ code: 'EBADF' });
+    expect(thrown(() => obj.programs())).toMatchObject({ code: 'EBADF' });
   });
 });
