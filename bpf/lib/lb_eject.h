@@ -141,8 +141,13 @@ static __always_inline void lb_connection_closed(struct lb_sock *sock)
 	struct lb_backend_stats *be_stats;
 	struct lb_backend_state *state;
 	__u32 backend_id = sock->backend_id;
+	struct lb_backend *backend;
 
 	sock->flags &= ~LB_SOCK_F_ACTIVE;
+	/* A backend id freed (maybe reused) since the connect is no longer this socket's. */
+	backend = bpf_map_lookup_elem(&sluice_lb_backends_v1, &backend_id);
+	if (!backend || backend->service_id != sock->service_id)
+		return;
 	state = bpf_map_lookup_elem(&sluice_lb_backend_state_v1, &backend_id);
 	if (state)
 		__sync_fetch_and_add(&state->active, -1);

@@ -1,0 +1,95 @@
+/**
+ * Reads the per-CPU socket-LB counters (summed over CPUs) and the live backend state, per service and
+ * per backend, for metrics and sluicectl.
+ */
+import { BackendStateCodec, BackendStatsCodec, ServiceStatsCodec } from '../abi/lb';
+import type { LbMapSet } from './lb-maps';
+import type { DatapathState } from './state';
+
+export interface BackendCounters {
+  readonly connects: bigint;
+  readonly connectFailures: bigint;
+  readonly ejections: bigint;
+  readonly closed: bigint;
+  /** established TCP connections open now. */
+  readonly active: bigint;
+  readonly consecutiveFailures: number;
+  /** bpf_ktime_get_ns() (CLOCK_MONOTONIC) until which it is ejected; 0n when it never was. */
+  readonly ejectedUntilNs: bigint;
+}
+
+export interface ServiceCounters {
+  readonly connects: bigint;
+  readonly connectFailures: bigint;
+  readonly noBackend: bigint;
+  readonly ejections: bigint;
+}
+
+export interface ServiceCounterReport {
+  readonly service: string;
+  readonly id: number;
+  readonly counters: ServiceCounters;
+  readonly backends: readonly {
+    readonly address: string;
+    readonly port: number;
+    readonly id: number;
+    readonly counters: BackendCounters;
+  }[];
+}
+
+const u32Key = (id: number): Buffer => {
+  const key = Buffer.alloc(4);
+  key.writeUInt32LE(id);
+  return key;
+};
+
+function sumPerCpu<T extends Record<string, unknown>>(
+  values: Buffer[] | undefined,
+  decode: (b: Buffer) => T,
+): T[] {
+  return (values ?? []).map((value) => decode(value));
+}
+
+export function readBackendCounters(maps: LbMapSet, id: number): BackendCounters {
+  const perCpu = sumPerCpu(maps.backendStats.lookupPerCpu(u32Key(id)), (b) => BackendStatsCodec.decode(b));
+  const sum = (field: 'connects' | 'connect_failures' | 'ejections' | 'closed'): bigint =>
+    perCpu.reduce((acc, v) => acc + v[field], 0n);
+  const rawState = maps.backendState.lookup(u32Key(id));
+  const state = rawState ? BackendStateCodec.decode(rawState) : undefined;
+  return {
+    connects: sum('connects'),
+    connectFailures: sum('connect_failures'),
+    ejections: sum('ejections'),
+    closed: sum('closed'),
+    active: state?.active ?? 0n,
+    consecutiveFailures: state?.consecutive_fails ?? 0,
+    ejectedUntilNs: state?.ejected_until_ns ?? 0n,
+  };
+}
+
+export function readServiceCounters(maps: LbMapSet, id: number): ServiceCounters {
+  const perCpu = sumPerCpu(maps.serviceStats.lookupPerCpu(u32Key(id)), (b) => ServiceStatsCodec.decode(b));
+  const sum = (field: 'connects' | 'connect_failures' | 'no_backend' | 'ejections'): bigint =>
+    perCpu.reduce((acc, v) => acc + v[field], 0n);
+  return {
+    connects: sum('connects'),
+    connectFailures: sum('connect_failures'),
+    noBackend: sum('no_backend'),
+    ejections: sum('ejections'),
+  };
+}
+
+/** Counters of every service the state holds, with its backends. */
+export function readCounters(maps: LbMapSet, state: DatapathState): ServiceCounterReport[] {
+  return [...state.services.values()].map((service) => ({
+    service: service.keyString,
+    id: service.id,
+    counters: readServiceCounters(maps, service.id),
+    backends: [...service.members.values()].map((m) => ({
+      address: m.address,
+      port: m.port,
+      id: m.id,
+      counters: readBackendCounters(maps, m.id),
+    })),
+  }));
+}

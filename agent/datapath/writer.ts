@@ -1,0 +1,266 @@
+/**
+ * The datapath writer: applies a DatapathPlan to a map set in the plan's phase order, with batched map
+ * operations, and restores its state (ids, generations, tables) from what the maps hold, so a restarted
+ * agent adopts pinned maps without disturbing traffic. One implementation over the LbMapSet interface
+ * serves the BPF maps (writer-bpf.ts) and the in-memory maps of unit tests (writer-memory.ts).
+ */
+import { setTimeout as sleep } from 'node:timers/promises';
+import { bytes16ToIp } from '../abi/ip';
+import {
+  BackendCodec,
+  BackendStateCodec,
+  BackendStatsCodec,
+  LB_SLOT_GEN_BIT,
+  LB_SLOT_INDEX_MASK,
+  LB_SLOT_MEMBER_BIT,
+  ServiceCodec,
+  ServiceKeyCodec,
+  ServiceStatsCodec,
+  SlotKeyCodec,
+} from '../abi/lb';
+import { type ServiceKey, serviceKeyString } from './desired-state';
+import type { DatapathPlan } from './diff';
+import type { KvMap, LbMapSet } from './lb-maps';
+import type { DatapathState, MemberState, ServiceState, SlotRef } from './state';
+
+export interface ApplyResult {
+  /** ms from the start until every service record was written (the change is live). */
+  readonly effectiveMs: number;
+  /** ms for the whole apply, reclaim (with its grace period) included. */
+  readonly totalMs: number;
+  readonly summary: DatapathPlan['summary'];
+}
+
+export interface DatapathWriter {
+  /** What the maps hold now (restored at start-up, advanced by each apply). */
+  readonly state: DatapathState;
+  /** Applies a plan computed against `state`. Calls are serialised. */
+  apply(plan: DatapathPlan): Promise<ApplyResult>;
+}
+
+const u32Key = (id: number): Buffer => {
+  const key = Buffer.alloc(4);
+  key.writeUInt32LE(id);
+  return key;
+};
+
+export const encodeServiceKey = (key: ServiceKey): Buffer =>
+  ServiceKeyCodec.encode({ addr: key.addr, port: key.port, proto: key.proto });
+
+const encodeSlotKey = (ref: SlotRef): Buffer =>
+  SlotKeyCodec.encode({ service_id: ref.serviceId, index: ref.index });
+
+/** Deletes keys, tolerating ones already gone (deletes are idempotent). */
+export function deleteAll(map: KvMap, keys: Buffer[]): void {
+  if (keys.length === 0) return;
+  try {
+    map.deleteBatch(keys);
+  } catch {
+    // A batch stops at the first missing key: finish one by one.
+    for (const key of keys) map.delete(key);
+  }
+}
+
+function updateAll(map: KvMap, keys: Buffer[], values: Buffer[]): void {
+  if (keys.length > 0) map.updateBatch(keys, values);
+}
+
+/** Reads the socket-LB maps back into a DatapathState. */
+export function restoreState(maps: LbMapSet): DatapathState {
+  const backendsById = new Map<number, ReturnType<typeof BackendCodec.decode>>();
+  const rawBackends = maps.backends.lookupBatch();
+  rawBackends.keys.forEach((key, i) => {
+    backendsById.set(key.readUInt32LE(0), BackendCodec.decode(rawBackends.values[i]!));
+  });
+  const slotsByService = new Map<number, Map<number, number>>();
+  const rawSlots = maps.slots.lookupBatch();
+  rawSlots.keys.forEach((key, i) => {
+    const { service_id, index } = SlotKeyCodec.decode(key);
+    let table = slotsByService.get(service_id);
+    if (!table) {
+      table = new Map();
+      slotsByService.set(service_id, table);
+    }
+    table.set(index, rawSlots.values[i]!.readUInt32LE(0));
+  });
+
+  const services = new Map<string, ServiceState>();
+  const ownedBackends = new Set<number>();
+  const liveServiceIds = new Set<number>();
+  const orphanSlots: SlotRef[] = [];
+  const rawServices = maps.services.lookupBatch();
+  rawServices.keys.forEach((rawKey, i) => {
+    const key = ServiceKeyCodec.decode(rawKey);
+    const record = ServiceCodec.decode(rawServices.values[i]!);
+    const serviceKey: ServiceKey = { addr: key.addr, port: key.port, proto: key.proto };
+    const keyString = serviceKeyString(bytes16ToIp(key.addr), key.port, key.proto);
+    liveServiceIds.add(record.id);
+    const table = slotsByService.get(record.id) ?? new Map<number, number>();
+    const half = record.generation ? LB_SLOT_GEN_BIT : 0;
+    const slots: number[] = [];
+    const activeIds: number[] = [];
+    for (let s = 0; s < record.slot_count; s++) slots.push(table.get((half | s) >>> 0) ?? 0);
+    for (let m = 0; m < record.backend_count; m++)
+      activeIds.push(table.get((half | LB_SLOT_MEMBER_BIT | m) >>> 0) ?? 0);
+    // The other half's extent, and garbage past the live half's counts (a crash mid-write).
+    let otherSlots = 0;
+    let otherMembers = 0;
+    for (const index of table.keys()) {
+      const position = index & LB_SLOT_INDEX_MASK;
+      const member = (index & LB_SLOT_MEMBER_BIT) !== 0;
+      const inLive = ((index & LB_SLOT_GEN_BIT) !== 0) === (record.generation !== 0);
+      if (inLive) {
+        if (position >= (member ? record.backend_count : record.slot_count)) {
+          orphanSlots.push({ serviceId: record.id, index });
+        }
+      } else if (member) otherMembers = Math.max(otherMembers, position + 1);
+      else otherSlots = Math.max(otherSlots, position + 1);
+    }
+    const members = new Map<string, MemberState>();
+    for (const [id, backend] of backendsById) {
+      if (backend.service_id !== record.id) continue;
+      const address = bytes16ToIp(backend.addr);
+      const identity = `${address}|${backend.port}`;
+      ownedBackends.add(id);
+      members.set(identity, {
+        id,
+        identity,
+        address,
+        addr: backend.addr,
+        port: backend.port,
+        weight: backend.weight,
+        state: backend.state,
+        flags: backend.flags,
+      });
+    }
+    services.set(keyString, {
+      keyString,
+      key: serviceKey,
+      id: record.id,
+      config: {
+        algorithm: record.algorithm,
+        flags: record.flags,
+        maxEjectPct: record.max_eject_pct,
+        affinityTimeoutS: record.affinity_timeout_s,
+        ejectThreshold: record.eject_threshold,
+        ejectBaseMs: record.eject_base_ms,
+        ejectMaxMs: record.eject_max_ms,
+      },
+      generation: record.generation ? 1 : 0,
+      members,
+      slots,
+      activeIds,
+      otherHalf: { slots: otherSlots, members: otherMembers },
+    });
+  });
+  for (const [serviceId, table] of slotsByService) {
+    if (liveServiceIds.has(serviceId)) continue;
+    for (const index of table.keys()) orphanSlots.push({ serviceId, index });
+  }
+  const orphanBackendIds = [...backendsById.keys()].filter((id) => !ownedBackends.has(id));
+  return { services, orphanBackendIds, orphanSlots };
+}
+
+export interface MapDatapathWriterOptions {
+  /** ms between making a change live and deleting what it removed (programs still holding old records). */
+  reclaimGraceMs: number;
+}
+
+export class MapDatapathWriter implements DatapathWriter {
+  private current: DatapathState;
+  private queue: Promise<unknown> = Promise.resolve();
+
+  constructor(
+    readonly maps: LbMapSet,
+    private readonly options: MapDatapathWriterOptions,
+  ) {
+    this.current = restoreState(maps);
+  }
+
+  get state(): DatapathState {
+    return this.current;
+  }
+
+  apply(plan: DatapathPlan): Promise<ApplyResult> {
+    const run = this.queue.then(() => this.applyNow(plan));
+    this.queue = run.catch(() => undefined);
+    return run;
+  }
+
+  private async applyNow(plan: DatapathPlan): Promise<ApplyResult> {
+    const started = performance.now();
+    const { maps } = this;
+
+    // 1. backends, with fresh live state for new ids
+    updateAll(
+      maps.backends,
+      plan.backendWrites.map((w) => u32Key(w.id)),
+      plan.backendWrites.map((w) =>
+        BackendCodec.encode({
+          addr: w.member.addr,
+          port: w.member.port,
+          weight: w.member.weight,
+          state: w.member.state,
+          flags: w.member.flags,
+          service_id: w.serviceId,
+        }),
+      ),
+    );
+    const zeroState = Buffer.alloc(BackendStateCodec.size);
+    updateAll(
+      maps.backendState,
+      plan.newBackendIds.map(u32Key),
+      plan.newBackendIds.map(() => zeroState),
+    );
+    // 2. tables, into the inactive halves
+    deleteAll(maps.slots, plan.slotDeletes.map(encodeSlotKey));
+    updateAll(
+      maps.slots,
+      plan.slotWrites.map(encodeSlotKey),
+      plan.slotWrites.map((w) => u32Key(w.backendId)),
+    );
+    // 3. services: whole records, flipping to the new halves
+    updateAll(
+      maps.services,
+      plan.serviceWrites.map((w) => encodeServiceKey(w.key)),
+      plan.serviceWrites.map((w) =>
+        ServiceCodec.encode({
+          id: w.id,
+          algorithm: w.config.algorithm,
+          flags: w.config.flags,
+          generation: w.generation,
+          max_eject_pct: w.config.maxEjectPct,
+          slot_count: w.slotCount,
+          backend_count: w.backendCount,
+          affinity_timeout_s: w.config.affinityTimeoutS,
+          eject_threshold: w.config.ejectThreshold,
+          eject_base_ms: w.config.ejectBaseMs,
+          eject_max_ms: w.config.ejectMaxMs,
+        }),
+      ),
+    );
+    deleteAll(maps.services, plan.serviceDeletes.map(encodeServiceKey));
+    const effectiveMs = performance.now() - started;
+
+    // 4. reclaim, once programs that read the old records are done
+    const reclaiming =
+      plan.reclaimBackendIds.length > 0 || plan.reclaimSlots.length > 0 || plan.reclaimServiceIds.length > 0;
+    if (reclaiming) {
+      // Until reclaimed, the removed entries are orphans: a failure (or crash) leaves them for the next run.
+      this.current = {
+        ...plan.next,
+        orphanBackendIds: [...plan.reclaimBackendIds],
+        orphanSlots: [...plan.reclaimSlots],
+      };
+      if (this.options.reclaimGraceMs > 0) await sleep(this.options.reclaimGraceMs);
+      deleteAll(maps.backends, plan.reclaimBackendIds.map(u32Key));
+      deleteAll(maps.slots, plan.reclaimSlots.map(encodeSlotKey));
+      const zeroBackendStats = Array.from({ length: maps.cpus }, () => Buffer.alloc(BackendStatsCodec.size));
+      for (const id of plan.reclaimBackendIds) maps.backendStats.updatePerCpu(u32Key(id), zeroBackendStats);
+      const zeroServiceStats = Array.from({ length: maps.cpus }, () => Buffer.alloc(ServiceStatsCodec.size));
+      for (const id of plan.reclaimServiceIds) maps.serviceStats.updatePerCpu(u32Key(id), zeroServiceStats);
+    }
+    this.current = plan.next;
+    return { effectiveMs, totalMs: performance.now() - started, summary: plan.summary };
+  }
+}
