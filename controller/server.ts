@@ -39,6 +39,8 @@ export interface ControllerServerOptions {
   readonly healthGraceMs?: number;
   /** A pending delta naming more services than this becomes a full snapshot (default 4096). */
   readonly maxQueueServices?: number;
+  /** Versions an agent may have unacknowledged before its changes are coalesced (default 8). */
+  readonly maxInFlight?: number;
   /** mTLS; null means plaintext, allowed only on loopback unless `insecure`. */
   readonly tls?: TlsFiles | null;
   readonly insecure?: boolean;
@@ -358,6 +360,7 @@ export class ControllerServer {
       store: this.store,
       logger: this.logger,
       maxQueueServices: this.options.maxQueueServices ?? 4096,
+      maxInFlight: this.options.maxInFlight ?? 8,
       now: () => this.clock.now(),
       onSent: (_s, kind) => (kind === 'snapshot' ? metrics.snapshotsSent.inc() : metrics.deltasSent.inc()),
       onCoalesced: (_s, overflowed) =>

@@ -19,6 +19,8 @@ export interface SessionHost {
   readonly store: CatalogStore;
   readonly logger: Logger;
   readonly maxQueueServices: number;
+  /** Versions sent but not yet ACKed/NACKed before further changes are held back and coalesced. */
+  readonly maxInFlight: number;
   now(): number;
   onSent(session: AgentSession, kind: 'snapshot' | 'delta'): void;
   onCoalesced(session: AgentSession, overflowed: boolean): void;
@@ -29,9 +31,10 @@ export interface SessionHost {
 /**
  * One agent's Sync stream after its Hello. Owns the agent's bounded queue and tracks what was sent and what
  * the agent applied. Concurrency contract: the server calls push() for every catalog change in version
- * order; push never blocks. When the stream is writable the change is written at once (the shared message
- * object, so it is encoded once for all agents); otherwise it is coalesced into the single pending item and
- * written on 'drain'. After a NACK the session stops sending until the next change, which it sends as a
+ * order; push never blocks. When the agent keeps up (the stream is writable and fewer than maxInFlight
+ * versions await its ACK) the change is written at once (the shared message object, so it is encoded once
+ * for all agents); otherwise it is coalesced into the single pending item, written on 'drain' or on the
+ * next ACK. After a NACK the session stops sending until the next change, which it sends as a
  * delta from the last ACKed version (the agent kept that state).
  */
 export class AgentSession {
@@ -41,6 +44,8 @@ export class AgentSession {
   lastNack: { version: number; reason: string } | null = null;
   private diverged = false;
   private writable = true;
+  /** Versions written and not yet answered, oldest first. */
+  private readonly inFlight: number[] = [];
   private closed = false;
   private pendingProbes: readonly WireBackendRef[] | null = null;
   readonly queue: AgentQueue<WireService>;
@@ -100,7 +105,7 @@ export class AgentSession {
       return;
     }
     const pending = this.queue.pending;
-    if (pending === null && this.writable && this.sentVersion === change.delta.baseVersion) {
+    if (pending === null && this.canWrite() && this.sentVersion === change.delta.baseVersion) {
       this.write(change.message, 'delta', change.version);
       return;
     }
@@ -135,7 +140,9 @@ export class AgentSession {
       return `ack for version ${version}, but the last version sent is ${this.sentVersion}`;
     if (version <= this.ackedVersion) return null; // a duplicate: harmless
     this.ackedVersion = version;
+    this.answered(version);
     this.host.onAck(this, version);
+    this.flush();
     return null;
   }
 
@@ -143,6 +150,7 @@ export class AgentSession {
     if (version > this.sentVersion)
       return `nack for version ${version}, but the last version sent is ${this.sentVersion}`;
     this.lastNack = { version, reason };
+    this.answered(version);
     this.diverged = true;
     this.queue.take();
     this.host.onNack(this, version, reason);
@@ -154,9 +162,17 @@ export class AgentSession {
     this.queue.take();
   }
 
+  private answered(version: number): void {
+    while (this.inFlight.length > 0 && this.inFlight[0]! <= version) this.inFlight.shift();
+  }
+
+  private canWrite(): boolean {
+    return this.writable && this.inFlight.length < this.host.maxInFlight;
+  }
+
   private flush(): void {
     while (this.writable && !this.closed) {
-      const item = this.queue.take();
+      const item = this.canWrite() ? this.queue.take() : null;
       if (item !== null) {
         if (item.kind === 'snapshot') {
           const message = this.host.store.snapshotMessage();
@@ -188,6 +204,7 @@ export class AgentSession {
 
   private write(message: ControllerMessage, kind: 'snapshot' | 'delta', version: number): void {
     this.sentVersion = version;
+    this.inFlight.push(version);
     this.writable = this.call.write(message);
     this.host.onSent(this, kind);
   }

@@ -52,7 +52,7 @@ function readDocument(
       // Flow-style YAML also starts with '{': let the YAML parser decide and report.
     }
   }
-  const doc = YAML.parseDocument(text, { uniqueKeys: true, prettyErrors: false });
+  const doc = YAML.parseDocument(text, { uniqueKeys: true, prettyErrors: true });
   if (doc.errors.length > 0) {
     return {
       ok: false,
