@@ -7,8 +7,9 @@
  * move every redirected direction to the normal path for good, which keeps byte order (see the comment at
  * the top of bpf/fastpath.bpf.c).
  */
-import { existsSync } from 'node:fs';
-import { resolve } from 'node:path';
+import { randomBytes } from 'node:crypto';
+import { existsSync, mkdirSync, rmSync } from 'node:fs';
+import { join, resolve } from 'node:path';
 import type { BpfLink, BpfMap, BpfObject, NativeBpf } from '../../native/types';
 import {
   FP_SCOPE_ALL,
@@ -66,13 +67,20 @@ export function defaultObjectPath(): string {
  * accepts every helper it uses here (sockhash, sk_msg redirect, socket storage in sk_msg, probe reads)
  * and that struct sk_psock has the msg_tot_len field the backpressure bound reads.
  */
-export function probeFastPath(bpf: NativeBpf, objectPath = defaultObjectPath()): ProbeResult {
+export function probeFastPath(
+  bpf: NativeBpf,
+  objectPath = defaultObjectPath(),
+  bpffsDir = '/sys/fs/bpf',
+): ProbeResult {
   if (!existsSync('/sys/kernel/btf/vmlinux'))
     return { ok: false, reason: 'kernel has no BTF (/sys/kernel/btf/vmlinux)' };
   if (!existsSync(objectPath)) return { ok: false, reason: `${objectPath} not built (make bpf)` };
+  // The maps pin by name; a private pin root (bpffs names may not contain dots) keeps the probe's maps away from everyone else's.
+  const pinRoot = join(bpffsDir, `sluice-fastpath-probe-${process.pid}-${randomBytes(3).toString('hex')}`);
   let object: BpfObject | undefined;
   try {
-    object = bpf.loadObject(objectPath, { mapMaxEntries: { [MAP_SOCKS]: 2, [MAP_SOCKADDR]: 2 } });
+    mkdirSync(pinRoot, { recursive: true });
+    object = bpf.loadObject(objectPath, { pinRoot, mapMaxEntries: { [MAP_SOCKS]: 2, [MAP_SOCKADDR]: 2 } });
     const types = object.programs().map((p) => p.info().type);
     if (!types.includes('sock_ops') || !types.includes('sk_msg')) {
       return { ok: false, reason: `unexpected program types ${types.join(',')}` };
@@ -86,6 +94,7 @@ export function probeFastPath(bpf: NativeBpf, objectPath = defaultObjectPath()):
     };
   } finally {
     object?.close();
+    rmSync(pinRoot, { recursive: true, force: true });
   }
 }
 
@@ -131,8 +140,8 @@ export interface FastPathOptions {
   readonly settings: FastPathSettings;
   /** cgroup v2 directory whose sockets may take the fast path. */
   readonly cgroupPath: string;
-  /** bpffs directory for the maps (LIBBPF_PIN_BY_NAME); unpinned when absent. */
-  readonly pinRoot?: string;
+  /** bpffs directory where the maps are pinned by name (and adopted from on a restart). */
+  readonly pinRoot: string;
   readonly objectPath?: string;
 }
 
@@ -151,8 +160,9 @@ export class FastPath {
     const objectPath = this.options.objectPath ?? defaultObjectPath();
     const probe = probeFastPath(this.options.bpf, objectPath);
     if (!probe.ok) throw new Error(`fast path unavailable: ${probe.reason}`);
+    mkdirSync(this.options.pinRoot, { recursive: true });
     const object = this.options.bpf.loadObject(objectPath, {
-      ...(this.options.pinRoot ? { pinRoot: this.options.pinRoot } : {}),
+      pinRoot: this.options.pinRoot,
       mapMaxEntries: { [MAP_SOCKS]: this.settings.maxSockets, [MAP_SOCKADDR]: this.settings.maxSockets },
     });
     this.object = object;

@@ -46,7 +46,8 @@
 #include <unistd.h>
 
 static int family = AF_INET;
-static int nonblock; /* -n: O_NONBLOCK sockets driven by poll(), as an event loop does */
+static int nonblock;	/* -n: O_NONBLOCK sockets driven by poll(), as an event loop does */
+static int listen_port; /* -p PORT: listen on this port instead of an ephemeral one */
 
 /* In -n mode, waits for the socket to become ready and returns 1 (retry); otherwise 0. */
 static int wait_ready(int fd, short events)
@@ -107,12 +108,14 @@ static int listen_loopback(struct sockaddr_storage *addr, socklen_t *len)
 
 		a->sin_family = AF_INET;
 		a->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+		a->sin_port = htons((uint16_t)listen_port);
 		*len = sizeof(*a);
 	} else {
 		struct sockaddr_in6 *a = (struct sockaddr_in6 *)addr;
 
 		a->sin6_family = AF_INET6;
 		a->sin6_addr = in6addr_loopback;
+		a->sin6_port = htons((uint16_t)listen_port);
 		*len = sizeof(*a);
 	}
 	if (bind(fd, (struct sockaddr *)addr, *len) < 0)
@@ -967,10 +970,9 @@ static int cmd_connrate(size_t size, int count)
 
 static void usage(void)
 {
-	fprintf(
-	    stderr,
-	    "usage: fastpath-io [-6] [-n] xfer|halfclose|sendfile|concurrent|peerclose|slowreader|"
-	    "stall|hold|pingpong|bulk|connrate ARGS\n");
+	fprintf(stderr, "usage: fastpath-io [-6] [-n] [-p PORT] "
+			"xfer|halfclose|sendfile|concurrent|peerclose|slowreader|"
+			"stall|hold|pingpong|bulk|connrate ARGS\n");
 	exit(64);
 }
 
@@ -1001,6 +1003,8 @@ int main(int argc, char **argv)
 			family = AF_INET6;
 		else if (!strcmp(argv[i], "-n"))
 			nonblock = 1;
+		else if (!strcmp(argv[i], "-p") && i + 1 < argc)
+			listen_port = (int)arg_u64(argv, ++i, argc, "PORT");
 		else
 			usage();
 	}
