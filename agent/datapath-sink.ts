@@ -1,0 +1,55 @@
+/**
+ * DataplaneSink implementations for the node agent: the in-memory one (unit tests, and running the agent
+ * without BPF), and the status reader shared by the BPF-backed one, which decodes the pinned maps.
+ */
+import type { NativeBpf } from '../native/types';
+import { readDataplane } from './ctl/read';
+import type { DataplaneSink, KernelBackendStatus, ProgrammedService } from './node-agent';
+
+/** Holds what was applied; no kernel behind it, so no status to read back. */
+export class MemorySink implements DataplaneSink {
+  private current: readonly ProgrammedService[] = [];
+  applies = 0;
+
+  constructor(private readonly validate?: (services: readonly ProgrammedService[]) => void) {}
+
+  apply(services: readonly ProgrammedService[]): void {
+    this.validate?.(services);
+    this.current = services;
+    this.applies++;
+  }
+
+  services(): readonly ProgrammedService[] {
+    return this.current;
+  }
+
+  readStatus(): readonly KernelBackendStatus[] {
+    return [];
+  }
+}
+
+/** Every backend's kernel state, decoded from the pinned maps under `bpffs`. */
+export function readKernelStatus(bpf: NativeBpf, bpffs: string): KernelBackendStatus[] {
+  const view = readDataplane(bpf, bpffs);
+  const out: KernelBackendStatus[] = [];
+  for (const service of view.services) {
+    for (const b of service.backends) {
+      out.push({
+        vip: service.vip,
+        port: service.port,
+        protocol: service.protocol,
+        address: b.address,
+        backendPort: b.port,
+        ejected: b.ejected,
+        ejectedForMs: b.ejectedForMs,
+        consecutiveFailures: b.consecutiveFailures,
+        consecutiveEjections: b.consecutiveEjections,
+        ejections: b.ejections,
+        connects: b.connects,
+        connectFailures: b.connectFailures,
+        activeConnections: b.activeConnections,
+      });
+    }
+  }
+  return out;
+}

@@ -1,0 +1,292 @@
+/**
+ * sluice-agent: the per-node daemon. Builds the one root logger and the one metrics registry, loads and
+ * attaches (or adopts) the data plane, and runs the sync loop in standalone or controller mode.
+ *
+ *   sluice-agent --config services.yaml [--cgroup PATH] [--bpffs DIR] ...     standalone, one node
+ *   sluice-agent --controller HOST:PORT --node NAME [--zone ZONE] ...          follow a controller
+ *   sluice-agent uninstall [--cgroup PATH] [--bpffs DIR]                       remove what it attached
+ *
+ * SIGTERM / SIGINT stop the agent and leave the data plane pinned and working; only `uninstall` detaches.
+ */
+import { createServer, type Server } from 'node:http';
+import { join, resolve } from 'node:path';
+import pino, { type Logger } from 'pino';
+import { Registry } from 'prom-client';
+import type { NativeBpf } from '../native/types';
+import { type AgentConfig, ConfigError, loadAgentConfig, type RunConfig } from './config';
+import { connectController } from './controller-link';
+import { lbMapMaxEntries, resolveLbSettings } from './datapath/settings';
+import { createSocketLbSink } from './datapath-bpf';
+import { MemorySink } from './datapath-sink';
+import { DnsServer } from './dns/server';
+import { buildDnsIndex } from './dns/zone';
+import { defaultProbers } from './health/probers';
+import { HealthScheduler } from './health/scheduler';
+import { AgentMetrics } from './metrics';
+import { loadNative } from './native-loader';
+import { type DataplaneSink, NodeAgent } from './node-agent';
+import { type Installed, install, uninstall } from './pins';
+import { startStandalone } from './standalone';
+
+/** The compiled objects the agent loads, relative to the package root. */
+export const SOCKET_LB_OBJECTS = ['build/bpf/sock_lb.bpf.o', 'build/bpf/sockops.bpf.o'];
+/** Loaded apart: it needs bpf_sock_destroy (kernel 6.5+) and the agent runs without it. */
+export const REAPER_OBJECT = 'build/bpf/sock_reaper.bpf.o';
+
+export function packageRoot(): string {
+  // dist/agent/main.js or agent/main.ts: two levels up from dist/agent, one from agent/.
+  const here = __dirname;
+  return here.includes(`${join('dist', 'agent')}`) ? resolve(here, '../..') : resolve(here, '..');
+}
+
+export function makeLogger(level: string, destination?: NodeJS.WritableStream): Logger {
+  const pretty = destination === undefined && process.stdout.isTTY === true;
+  if (pretty) {
+    return pino(
+      { level, base: { pid: process.pid } },
+      pino.transport({ target: 'pino-pretty', options: { colorize: true } }),
+    );
+  }
+  return pino({ level, base: { pid: process.pid } }, destination ?? pino.destination({ fd: 1, sync: false }));
+}
+
+/** What main() builds that tests or other entry points may replace. */
+export interface AgentDeps {
+  readonly bpf?: () => NativeBpf;
+  /** The datapath: by default the BPF objects under `bpffs`; `memory` runs without BPF. */
+  readonly datapath?: 'bpf' | 'memory';
+  readonly logDestination?: NodeJS.WritableStream;
+  /** Called once the agent runs; resolves the returned promise's stop function for tests. */
+  readonly onReady?: (running: RunningAgent) => void;
+  /** Controller reconnect back-off (tests shorten it). */
+  readonly backoff?: { initialMs?: number; maxMs?: number };
+}
+
+export interface RunningAgent {
+  readonly agent: NodeAgent;
+  readonly sink: DataplaneSink;
+  /** Bound DNS port, when the responder runs. */
+  readonly dnsPort: number | undefined;
+  readonly registry: Registry;
+  readonly metricsAddress: string | undefined;
+  stop(): Promise<void>;
+}
+
+function serveMetrics(registry: Registry, host: string, port: number, log: Logger): Promise<Server> {
+  const server = createServer((req, res) => {
+    if (req.url !== '/metrics') {
+      res.writeHead(404).end('see /metrics\n');
+      return;
+    }
+    registry.metrics().then(
+      (text) => res.writeHead(200, { 'content-type': registry.contentType }).end(text),
+      (err: Error) => res.writeHead(500).end(`${err.message}\n`),
+    );
+  });
+  return new Promise((resolvePromise, reject) => {
+    server.once('error', reject);
+    server.listen(port, host, () => {
+      const address = server.address();
+      log.info({ address }, 'metrics listening');
+      resolvePromise(server);
+    });
+  });
+}
+
+export async function runAgent(config: RunConfig, deps: AgentDeps = {}): Promise<RunningAgent> {
+  const root = makeLogger(config.logLevel, deps.logDestination);
+  const log = root.child({ component: 'agent' });
+  const registry = new Registry();
+  const metrics = new AgentMetrics(registry);
+  metrics.setControllerState(config.mode === 'standalone' ? 'standalone' : 'connecting');
+
+  let installed: Installed | undefined;
+  let sink: DataplaneSink;
+  let closeSink = () => {};
+  if ((deps.datapath ?? 'bpf') === 'memory') {
+    sink = new MemorySink();
+    log.warn('running without BPF (in-memory datapath): connections are not steered');
+  } else {
+    const bpf = (deps.bpf ?? loadNative)();
+    const settings = resolveLbSettings();
+    installed = install(bpf, {
+      bpffsDir: config.bpffs,
+      cgroupPath: config.cgroup,
+      objects: SOCKET_LB_OBJECTS.map((path) => ({
+        path: join(packageRoot(), path),
+        options: { mapMaxEntries: lbMapMaxEntries(settings) },
+      })),
+    });
+    log.info(
+      {
+        cgroup: config.cgroup,
+        bpffs: config.bpffs,
+        adopted: installed.adopted,
+        links: installed.events.map((e) => `${e.object}/${e.program}:${e.action}`),
+      },
+      installed.adopted ? 'adopted the pinned data plane' : 'attached the data plane',
+    );
+    const lbSink = createSocketLbSink({
+      installed,
+      bpf,
+      bpffs: config.bpffs,
+      log: root.child({ component: 'datapath' }),
+      settings,
+      reaperObject: join(packageRoot(), REAPER_OBJECT),
+    });
+    closeSink = () => lbSink.close();
+    sink = lbSink;
+  }
+
+  const health = new HealthScheduler({
+    probers: defaultProbers(),
+    logger: root.child({ component: 'health' }),
+  });
+  const agent = new NodeAgent({
+    node: config.node,
+    zone: config.zone,
+    sink,
+    health,
+    log: root.child({ component: 'sync' }),
+    metrics,
+    // Standalone: this agent is the only one, so it probes every backend in the file.
+    ...(config.mode === 'standalone' ? { owns: () => true } : {}),
+  });
+  agent.start();
+
+  // DNS: the responder answers from the last applied catalog; before the first one, an empty zone.
+  let dns: DnsServer | undefined;
+  let dnsPort: number | undefined;
+  if (config.dns) {
+    dns = new DnsServer({ logger: root, index: buildDnsIndex({ domain: 'cluster.invalid', services: [] }) });
+    const server = dns;
+    agent.onApplied((catalog, version) => {
+      server.setIndex(
+        buildDnsIndex({
+          domain: catalog.domain,
+          version,
+          services: catalog.services.map((s) => ({
+            name: s.name,
+            namespace: s.namespace,
+            vip: s.vips,
+            ports: s.ports.map((p) => ({ name: p.name ?? undefined, port: p.port, protocol: p.protocol })),
+          })),
+        }),
+      );
+    });
+    dnsPort = await dns.listen(config.dns.host, config.dns.port);
+    log.info({ host: config.dns.host, port: dnsPort }, 'dns listening');
+  }
+
+  const stops: Array<() => Promise<void>> = [];
+  if (config.mode === 'standalone') {
+    const standalone = startStandalone({
+      path: config.configFile!,
+      agent,
+      log: root.child({ component: 'catalog-file' }),
+    });
+    await standalone.ready;
+    stops.push(() => standalone.stop());
+  } else {
+    const link = connectController({
+      controller: config.controller!,
+      node: config.node,
+      zone: config.zone,
+      agent,
+      metrics,
+      log: root.child({ component: 'controller-link' }),
+      ...(deps.backoff ? { backoff: deps.backoff } : {}),
+    });
+    stops.push(link.stop);
+  }
+
+  let server: Server | undefined;
+  if (config.metrics) {
+    server = await serveMetrics(registry, config.metrics.host, config.metrics.port, log);
+  }
+  const address = server?.address();
+  const metricsAddress =
+    address && typeof address === 'object'
+      ? `http://${config.metrics?.host}:${address.port}/metrics`
+      : undefined;
+
+  let stopped = false;
+  const running: RunningAgent = {
+    agent,
+    sink,
+    dnsPort,
+    registry,
+    metricsAddress,
+    async stop() {
+      if (stopped) return;
+      stopped = true;
+      for (const stop of stops) await stop();
+      await agent.stop();
+      await dns?.close();
+      await new Promise<void>((done) => (server ? server.close(() => done()) : done()));
+      // Only our fds: the pins keep programs, links and maps in place.
+      closeSink();
+      installed?.close();
+      log.info('stopped; the data plane stays in place');
+      root.flush();
+    },
+  };
+  deps.onReady?.(running);
+  return running;
+}
+
+export async function runUninstall(
+  config: Extract<AgentConfig, { command: 'uninstall' }>,
+  deps: AgentDeps = {},
+) {
+  const log = makeLogger(config.logLevel, deps.logDestination).child({ component: 'uninstall' });
+  const result = uninstall((deps.bpf ?? loadNative)(), { bpffsDir: config.bpffs, cgroupPath: config.cgroup });
+  log.info(
+    {
+      cgroup: config.cgroup,
+      bpffs: config.bpffs,
+      detached: result.detached.length,
+      removed: result.removed.length,
+    },
+    result.detached.length > 0 ? 'uninstalled' : 'nothing attached here',
+  );
+  return result;
+}
+
+/** The command line entry point (bin/sluice-agent). Resolves with the exit code for one-shot commands. */
+export async function main(argv: readonly string[], deps: AgentDeps = {}): Promise<number | undefined> {
+  let config: AgentConfig;
+  try {
+    config = loadAgentConfig(argv);
+  } catch (error) {
+    if (error instanceof ConfigError) {
+      process.stderr.write(`sluice-agent: ${error.message}\n`);
+      return 2;
+    }
+    throw error;
+  }
+  try {
+    if (config.command === 'uninstall') {
+      await runUninstall(config, deps);
+      return 0;
+    }
+    const running = await runAgent(config, {
+      ...deps,
+      datapath: deps.datapath ?? (process.env.SLUICE_DATAPATH === 'memory' ? 'memory' : 'bpf'),
+    });
+    const shutdown = (signal: string) => {
+      process.stderr.write(`sluice-agent: ${signal}, stopping (the data plane stays in place)\n`);
+      running.stop().then(
+        () => process.exit(0),
+        () => process.exit(1),
+      );
+    };
+    process.once('SIGTERM', () => shutdown('SIGTERM'));
+    process.once('SIGINT', () => shutdown('SIGINT'));
+    return undefined;
+  } catch (error) {
+    const err = error as Error & { code?: string; op?: string };
+    process.stderr.write(`sluice-agent: ${err.message}${err.code ? ` (${err.code})` : ''}\n`);
+    return 1;
+  }
+}

@@ -1,0 +1,204 @@
+/**
+ * One node, standalone mode: a real agent process (bin/sluice-agent --config) in a netns with no route out,
+ * attached to the sandbox cgroup, real backend servers, and client loops through the VIP from inside the
+ * cgroup. Scenarios: weighted spread and a live weight change; an invalid edit never applied; a backend
+ * killed; the agent killed with -9 mid-loop; SIGTERM keeps the data plane and uninstall removes it.
+ */
+import { execFileSync } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterEach, beforeAll, expect, it } from 'vitest';
+import { describePrivileged } from '../support/privileged';
+import { createSandbox, type Netns, type Sandbox } from '../support/sandbox';
+import {
+  type AgentProcess,
+  msgIs,
+  ROOT,
+  requireBuilt,
+  sleep,
+  startAgent,
+  startBackend,
+  startLoop,
+  writeCatalog,
+} from './support';
+
+const VIP = '10.96.0.10';
+
+let sandbox: Sandbox | undefined;
+afterEach(async () => {
+  await sandbox?.cleanup();
+  sandbox = undefined;
+});
+
+interface Node {
+  sb: Sandbox;
+  ns: Netns;
+  file: string;
+  ports: Record<string, number>;
+  kill: Record<string, () => void>;
+}
+
+/** A node with backends named a, b, c... on 127.0.1.1, 127.0.1.2, ... */
+async function node(label: string, names: string[]): Promise<Node> {
+  sandbox = createSandbox(label);
+  const sb = sandbox;
+  const ns = sb.netns();
+  const ports: Record<string, number> = {};
+  const kill: Record<string, () => void> = {};
+  for (const [i, name] of names.entries()) {
+    const backend = await startBackend(sb, ns, `127.0.1.${i + 1}`, name);
+    ports[name] = backend.port;
+    kill[name] = () => backend.child.kill('SIGKILL');
+  }
+  // The catalog file lives beside the pins' parent, in a plain directory of the sandbox run.
+  const file = join('/tmp', `sluice-e2e-${sb.id}.yaml`);
+  return { sb, ns, file, ports, kill };
+}
+
+function catalog(n: Node, weights: Record<string, number>, extra: Record<string, unknown> = {}) {
+  return {
+    domain: 'mesh.local',
+    services: [
+      {
+        name: 'web',
+        namespace: 'default',
+        vip: VIP,
+        ports: [{ name: 'http', port: 80, targetPort: 8080, protocol: 'TCP' }],
+        algorithm: 'weighted',
+        healthCheck: {
+          protocol: 'tcp',
+          interval: '200ms',
+          timeout: '150ms',
+          healthyThreshold: 2,
+          unhealthyThreshold: 2,
+        },
+        outlierDetection: { consecutiveFailures: 3, baseEjectionTime: '5s', maxEjectionPercent: 50 },
+        backends: Object.entries(weights).map(([name, weight]) => ({
+          address: `127.0.1.${Object.keys(n.ports).indexOf(name) + 1}`,
+          port: n.ports[name],
+          weight,
+        })),
+        ...extra,
+      },
+    ],
+  };
+}
+
+async function agent(n: Node): Promise<AgentProcess> {
+  const a = startAgent(n.sb, n.ns, ['--config', n.file, '--node', 'node-a']);
+  await a.log.waitFor(msgIs('catalog applied'), 20_000, 'catalog applied');
+  return a;
+}
+
+function share(names: Record<string, number>, name: string): number {
+  const total = Object.values(names).reduce((a, b) => a + b, 0);
+  return (names[name] ?? 0) / total;
+}
+
+beforeAll(() => requireBuilt());
+
+describePrivileged('standalone agent, end to end', () => {
+  it('spreads by weight, applies a weight change, and never applies an invalid edit', async () => {
+    const n = await node('e2e-weights', ['a', 'b']);
+    writeCatalog(n.file, catalog(n, { a: 3, b: 1 }));
+    const a = await agent(n);
+
+    const first = await startLoop(n.sb, n.ns, VIP, 80, 400, 0).done;
+    expect(first.errors).toEqual({});
+    // 3:1 → 75% ± 8 points (about 3.7 standard deviations of 400 draws).
+    expect(share(first.names, 'a')).toBeGreaterThan(0.67);
+    expect(share(first.names, 'a')).toBeLessThan(0.83);
+
+    // An invalid edit: logged with its path and reason, never applied.
+    const bad = catalog(n, { a: 1, b: 3 });
+    (bad.services[0]!.backends[1] as { weight: number }).weight = -1;
+    writeCatalog(n.file, bad);
+    const invalid = await a.log.waitFor(
+      (l) => typeof l.msg === 'string' && l.msg.startsWith('catalog file is invalid'),
+    );
+    expect(JSON.stringify(invalid.errors)).toContain('services[0].backends[1].weight');
+    const still = await startLoop(n.sb, n.ns, VIP, 80, 200, 0).done;
+    expect(still.errors).toEqual({});
+    expect(share(still.names, 'a')).toBeGreaterThan(0.6);
+    expect(a.log.count(msgIs('catalog applied'))).toBe(1);
+
+    // A valid edit flips the weights.
+    writeCatalog(n.file, catalog(n, { a: 1, b: 3 }));
+    await a.log.waitFor((l) => l.msg === 'catalog applied' && l.version === '2', 15_000, 'version 2 applied');
+    const second = await startLoop(n.sb, n.ns, VIP, 80, 400, 0).done;
+    expect(second.errors).toEqual({});
+    expect(share(second.names, 'b')).toBeGreaterThan(0.67);
+    expect(share(second.names, 'b')).toBeLessThan(0.83);
+  });
+
+  it('moves traffic off a killed backend within probe interval × threshold, failing at most the ejection threshold', async () => {
+    const n = await node('e2e-kill-backend', ['a', 'b', 'c']);
+    writeCatalog(n.file, catalog(n, { a: 1, b: 1, c: 1 }));
+    const a = await agent(n);
+    const loop = startLoop(n.sb, n.ns, VIP, 80, 300, 10);
+    await sleep(1000);
+    const killedAt = Date.now();
+    n.kill.c!();
+    const summary = await loop.done;
+    const failed = Object.values(summary.errors).reduce((x, y) => x + y, 0);
+    // The kernel ejects after 3 consecutive failed connects (outlierDetection.consecutiveFailures).
+    expect(failed).toBeLessThanOrEqual(3);
+    expect(summary.names.a).toBeGreaterThan(0);
+    expect(summary.names.b).toBeGreaterThan(0);
+    // Active checks: 2 failed probes 200 ms apart take c out of selection; the agent logs why.
+    const unhealthy = await a.log.waitFor((l) => l.msg === 'backend health changed' && l.to === 'unhealthy');
+    expect(String(unhealthy.reason)).toMatch(/ECONNREFUSED|timeout/);
+    expect(String(unhealthy.backend)).toContain(`127.0.1.3:${n.ports.c}`);
+    // Nothing fails once interval × threshold (plus slack for the first loop start) has passed.
+    const loopStart = killedAt - 1000;
+    const late = summary.events.filter(
+      ([t, r]) => loopStart + t > killedAt + 2 * 200 + 800 && r.startsWith('!'),
+    );
+    expect(late).toEqual([]);
+  });
+
+  it('keeps every connect working while the agent is killed with -9 and restarted', async () => {
+    const n = await node('e2e-kill-agent', ['a', 'b']);
+    writeCatalog(n.file, catalog(n, { a: 1, b: 1 }));
+    const first = await agent(n);
+    const loop = startLoop(n.sb, n.ns, VIP, 80, 300, 10);
+    await sleep(700);
+    first.child.kill('SIGKILL');
+    await sleep(500);
+    const second = await agent(n);
+    await second.log.waitFor(msgIs('adopted the pinned data plane'));
+    const summary = await loop.done;
+    expect(summary.errors).toEqual({});
+    expect(summary.names.a).toBeGreaterThan(0);
+    expect(summary.names.b).toBeGreaterThan(0);
+  });
+
+  it('leaves the data plane in place on SIGTERM; uninstall removes every program and pin', async () => {
+    const n = await node('e2e-sigterm', ['a']);
+    writeCatalog(n.file, catalog(n, { a: 1 }));
+    const a = await agent(n);
+    const exited = new Promise((r) => a.child.once('exit', r));
+    a.child.kill('SIGTERM');
+    await exited;
+    const after = await startLoop(n.sb, n.ns, VIP, 80, 20, 0).done;
+    expect(after.errors).toEqual({});
+    expect(after.names.a).toBe(20);
+
+    execFileSync(process.execPath, [
+      join(ROOT, 'bin/sluice-agent'),
+      'uninstall',
+      '--cgroup',
+      n.sb.cgroupPath,
+      '--bpffs',
+      n.sb.bpffsDir,
+    ]);
+    const attached = execFileSync('bpftool', ['-j', 'cgroup', 'show', n.sb.cgroupPath], {
+      encoding: 'utf8',
+    }).trim();
+    expect(attached === '' ? [] : JSON.parse(attached)).toEqual([]);
+    expect(existsSync(n.sb.bpffsDir)).toBe(false);
+    // Without translation the VIP is just an address with no route in this netns.
+    const gone = await startLoop(n.sb, n.ns, VIP, 80, 1, 0).done;
+    expect(Object.keys(gone.errors)).toEqual(['ENETUNREACH']);
+  });
+});
