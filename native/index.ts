@@ -22,6 +22,8 @@ import type {
   NativeBpf,
   OpenObjectOptions,
   ProgramInfo,
+  SockmapAttachMethod,
+  SockmapAttachOptions,
   TestRunOptions,
   TestRunResult,
   XdpAttachOptions,
@@ -91,7 +93,7 @@ interface RawProgram {
   info(): ProgramInfo;
   attachCgroup(path: string, attachType?: string): RawLink;
   attachXdp(ifindex: number, mode: XdpMode | 'auto', netnsPath?: string): RawLink;
-  attachSockmap(map: RawMap, attachType?: string): RawLink;
+  attachSockmap(map: RawMap, attachType?: string, method?: SockmapAttachMethod): RawLink;
   attachIter(): RawLink;
   testRun(options: TestRunOptions & { ctxOutSize?: number }): TestRunResult & { ctxOut?: Buffer };
   pin(path: string): void;
@@ -389,8 +391,8 @@ class NativeProgram implements BpfProgram {
     return new NativeLink(this.handle.attachXdp(ifindex, mode, netnsPath));
   }
 
-  attachSockmap(map: BpfMap, attachType?: string): BpfLink {
-    return new NativeLink(this.handle.attachSockmap(rawMap(map), attachType));
+  attachSockmap(map: BpfMap, attachType?: string, options: SockmapAttachOptions = {}): BpfLink {
+    return new NativeLink(this.handle.attachSockmap(rawMap(map), attachType, options.method));
   }
 
   attachIter(): BpfLink {

@@ -77,7 +77,11 @@ export interface BpfMap {
   delete(key: Buffer): boolean;
   /** All keys, in the kernel's iteration order. */
   keys(): Buffer[];
-  /** Batched operations (BPF_MAP_*_BATCH); keys/values are arrays of fixed-size buffers. */
+  /**
+   * Batched operations (BPF_MAP_*_BATCH); keys/values are arrays of fixed-size buffers (per-CPU maps:
+   * each value holds all CPUs' values, 8-byte aligned). This kernel refuses flags other than 'any' for
+   * batch updates (EINVAL).
+   */
   updateBatch(keys: Buffer[], values: Buffer[], flag?: MapUpdateFlag): void;
   /** Every entry, read in batches. */
   lookupBatch(): { keys: Buffer[]; values: Buffer[] };
@@ -133,6 +137,17 @@ export interface TestRunResult {
   readonly ctxOut?: Buffer;
 }
 
+export type SockmapAttachMethod = 'auto' | 'link' | 'prog_attach';
+
+export interface SockmapAttachOptions {
+  /**
+   * auto (default): a bpf_link, falling back to bpf_prog_attach when the kernel refuses sockmap links;
+   * 'link' or 'prog_attach' force one. A prog_attach attachment cannot be pinned; its detach()/close()
+   * (and GC) call bpf_prog_detach2.
+   */
+  method?: SockmapAttachMethod;
+}
+
 export interface XdpAttachOptions {
   /** network namespace of the ifindex: a name under /var/run/netns or a path (default: the caller's). */
   netns?: string;
@@ -150,8 +165,11 @@ export interface BpfProgram {
   attachCgroup(cgroupPath: string, attachType?: string): BpfLink;
   /** XDP on an interface; 'auto' tries native then falls back to generic. */
   attachXdp(ifindex: number, mode?: XdpMode | 'auto', options?: XdpAttachOptions): XdpLink;
-  /** sk_msg verdict (or sk_skb) program on a sockmap/sockhash. */
-  attachSockmap(map: BpfMap, attachType?: string): BpfLink;
+  /**
+   * sk_msg verdict (or sk_skb) program on a sockmap/sockhash. A bpf_link where the kernel has sockmap
+   * links (6.10+), else a bpf_prog_attach attachment that behaves like one (link.kind tells which).
+   */
+  attachSockmap(map: BpfMap, attachType?: string, options?: SockmapAttachOptions): BpfLink;
   /** BPF iterator program (e.g. iter/tcp, iter/udp). */
   attachIter(): BpfLink;
   testRun(options: TestRunOptions): TestRunResult;

@@ -288,19 +288,27 @@ NAN_METHOD(ProgHandle::AttachXdp) {
   info.GetReturnValue().Set(LinkHandle::WrapLink(fd, got));
 }
 
-// attachSockmap(map, attachType?) -> LinkHandle; a bpf_link when the kernel has sockmap links,
-// else a legacy bpf_prog_attach (kind 'prog_attach').
+// attachSockmap(map, attachType?, method 'auto' | 'link' | 'prog_attach') -> LinkHandle; auto makes
+// a bpf_link when the kernel has sockmap links (6.10+), else a legacy bpf_prog_attach.
 NAN_METHOD(ProgHandle::AttachSockmap) {
   PROG_SELF("attachSockmap");
   MapHandle* map = MapHandle::Unwrap(info[0], "attachSockmap");
   if (map == nullptr) return;
   bpf_attach_type type;
   if (!self->ResolveAttachType(info[1], "attachSockmap", &type)) return;
-  int fd = bpf_link_create(self->fd_, map->fd(), type, nullptr);
-  if (fd >= 0) return info.GetReturnValue().Set(LinkHandle::WrapLink(fd, ""));
-  int err = errno;
-  if (err != EINVAL && err != EOPNOTSUPP && err != 524) {
-    return ThrowBpfError("bpf_link_create", err, "", AttachTypeName(type));
+  std::string method = "auto";
+  if (!info[2]->IsUndefined() && !ArgString(info[2], "attachSockmap", "method", &method)) return;
+  if (method != "auto" && method != "link" && method != "prog_attach") {
+    return ThrowArgError("attachSockmap",
+                         "method must be 'auto', 'link' or 'prog_attach', got '" + method + "'");
+  }
+  if (method != "prog_attach") {
+    int fd = bpf_link_create(self->fd_, map->fd(), type, nullptr);
+    if (fd >= 0) return info.GetReturnValue().Set(LinkHandle::WrapLink(fd, ""));
+    int err = errno;
+    if (method == "link" || (err != EINVAL && err != EOPNOTSUPP && err != 524)) {
+      return ThrowBpfError("bpf_link_create", err, "", AttachTypeName(type));
+    }
   }
   if (bpf_prog_attach(self->fd_, map->fd(), type, 0) != 0) {
     return ThrowBpfError("bpf_prog_attach", errno, "", AttachTypeName(type));
@@ -308,7 +316,7 @@ NAN_METHOD(ProgHandle::AttachSockmap) {
   int prog_fd = DupFd(self->fd_);
   int map_fd = DupFd(map->fd());
   if (prog_fd < 0 || map_fd < 0) {
-    err = errno;
+    int err = errno;
     bpf_prog_detach2(self->fd_, map->fd(), type);
     if (prog_fd >= 0) close(prog_fd);
     if (map_fd >= 0) close(map_fd);

@@ -155,29 +155,59 @@ describePrivileged('native addon: attach types', () => {
     expect(obj.map('addon_socks').info()).toMatchObject({ type: 'sockhash', keySize: 16, valueSize: 4 });
   });
 
-  it('runs an sk_msg program attached to a sockhash on every message', async () => {
+  it.each([
+    ['auto', 'link'],
+    ['prog_attach', 'prog_attach'],
+  ] as const)('runs an sk_msg program attached to a sockhash on every message (%s)', async (method, kind) => {
     const box = sandbox();
     const ns = box.netns();
     const obj = load(SOCK_OBJ);
-    const verdict = track(obj.program('addon_skmsg').attachSockmap(obj.map('addon_socks')));
-    // Kernels since 6.10 make sockmap attachments links; older ones get the prog_attach fallback.
-    expect(['link', 'prog_attach']).toContain(verdict.kind);
-    expect(verdict.info?.()).toMatchObject({ attached: true });
+    // This kernel (6.10+) has sockmap links, so auto makes one; prog_attach is the older kernels' path.
+    const verdict = track(
+      obj.program('addon_skmsg').attachSockmap(obj.map('addon_socks'), undefined, { method }),
+    );
+    expect(verdict.kind).toBe(kind);
+    expect(verdict.info?.()).toMatchObject({ kind, attached: true });
+    if (kind === 'prog_attach') {
+      expect(thrown(() => verdict.pin(join(box.bpffsDir, 'skmsg')))).toMatchObject({ code: 'EOPNOTSUPP' });
+    }
     track(obj.program('addon_sockops').attachCgroup(box.cgroupPath));
     const server = await startEchoServer(box, { netns: ns, inCgroup: true });
     const result = await runClient(box, '127.0.0.1', server.port, { netns: ns, inCgroup: true, messages: 5 });
     expect(result.echoed).toBe(5);
     expect(counter(obj, CNT_SOCKHASH_ADDED)).toBe(2n);
-    // Five client messages ("message N\n", 10 bytes each) plus the server's echoes (maybe coalesced).
+    // Five client messages ("message N\n", 10 bytes each) and the server's echoes of them.
     expect(counter(obj, CNT_SKMSG_MSGS)).toBeGreaterThanOrEqual(6n);
     expect(counter(obj, CNT_SKMSG_BYTES)).toBe(100n);
 
     verdict.detach();
-    expect(verdict.info?.().attached).toBe(verdict.kind === 'link' ? true : false);
+    if (kind === 'prog_attach') expect(verdict.info?.().attached).toBe(false);
     const messagesBefore = counter(obj, CNT_SKMSG_MSGS);
     const again = await runClient(box, '127.0.0.1', server.port, { netns: ns, inCgroup: true, messages: 2 });
     expect(again.echoed).toBe(2);
     expect(counter(obj, CNT_SKMSG_MSGS)).toBe(messagesBefore);
+  });
+
+  it('detaches a prog_attach sk_msg attachment when its handle is closed, like an unpinned link', async () => {
+    const box = sandbox();
+    const ns = box.netns();
+    const obj = load(SOCK_OBJ);
+    const socks = obj.map('addon_socks');
+    const verdict = track(
+      obj.program('addon_skmsg').attachSockmap(socks, undefined, { method: 'prog_attach' }),
+    );
+    // Attaching the same type again through prog_attach replaces the program in place.
+    const other = load(SOCK_OBJ);
+    verdict.update(other.program('addon_skmsg'));
+    track(obj.program('addon_sockops').attachCgroup(box.cgroupPath));
+    const server = await startEchoServer(box, { netns: ns, inCgroup: true });
+    await runClient(box, '127.0.0.1', server.port, { netns: ns, inCgroup: true, messages: 2 });
+    expect(counter(obj, CNT_SKMSG_MSGS)).toBe(0n);
+    expect(counter(other, CNT_SKMSG_MSGS)).toBeGreaterThanOrEqual(2n);
+    verdict.close();
+    const before = counter(other, CNT_SKMSG_MSGS);
+    await runClient(box, '127.0.0.1', server.port, { netns: ns, inCgroup: true, messages: 2 });
+    expect(counter(other, CNT_SKMSG_MSGS)).toBe(before);
   });
 
   it('counts real packets with XDP on a veth inside a test netns, pins and reopens the link', async () => {

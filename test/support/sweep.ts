@@ -36,6 +36,10 @@ function killPids(pids: number[]): void {
   }
 }
 
+function cgroupPopulated(path: string): boolean {
+  return /^populated 1$/m.test(readFileSync(join(path, 'cgroup.events'), 'utf8'));
+}
+
 /** Ends the processes in a cgroup subtree (only tests put processes there) and removes it, deepest first. */
 export async function killCgroupTree(path: string): Promise<void> {
   if (!existsSync(path)) return;
@@ -49,6 +53,8 @@ export async function killCgroupTree(path: string): Promise<void> {
     killPids(pids);
     await sleep(20);
   }
+  // Exiting tasks leave cgroup.procs before they leave the cgroup; rmdir fails (EBUSY) until they have.
+  for (let attempt = 0; attempt < 100 && cgroupPopulated(path); attempt++) await sleep(20);
   try {
     rmdirSync(path);
   } catch (error) {
