@@ -3,7 +3,14 @@ import type { z } from 'zod';
 import { ipFamily, isUnspecified, normaliseIp } from './address';
 import { CATALOG_DEFAULTS } from './defaults';
 import { parseDuration } from './duration';
-import { CatalogSchema, fallbackMessage, MESSAGES, type RawService, ServiceSchema } from './schema';
+import {
+  CatalogSchema,
+  fallbackMessage,
+  IdentitySchema,
+  MESSAGES,
+  type RawService,
+  ServiceSchema,
+} from './schema';
 import {
   type Backend,
   backendId,
@@ -231,26 +238,22 @@ export function parseCatalog(text: string, source: string): CatalogParseResult {
   const services: Service[] = [];
   const keys = new Map<string, number>();
   const listeners = new Map<string, number>();
-  parsed.data.services.forEach((input, i) => {
+  /** Cross-service checks: name clashes and VIP:port/protocol used twice. */
+  const identity = (
+    i: number,
+    key: string,
+    vips: readonly string[],
+    ports: readonly Omit<ServicePort, 'name'>[],
+  ) => {
     const at = `services[${i}]`;
-    const one = ServiceSchema.safeParse(input, { error: fallbackMessage });
-    if (!one.success) {
-      errors.push(...zodErrors(one.error, ['services', i]));
-      return;
-    }
-    const raw = one.data;
-    const service = normaliseService(raw, at, errors);
-    const first = keys.get(service.key);
+    const first = keys.get(key);
     if (first !== undefined) {
-      errors.push({
-        path: `${at}.name`,
-        message: `service ${service.key} is already defined at services[${first}]`,
-      });
+      errors.push({ path: `${at}.name`, message: `service ${key} is already defined at services[${first}]` });
     } else {
-      keys.set(service.key, i);
+      keys.set(key, i);
     }
-    for (const vip of service.vips) {
-      service.ports.forEach((p, j) => {
+    for (const vip of vips) {
+      ports.forEach((p, j) => {
         const id =
           ipFamily(vip) === 6 ? `[${vip}]:${p.port}/${p.protocol}` : `${vip}:${p.port}/${p.protocol}`;
         const owner = listeners.get(id);
@@ -261,7 +264,28 @@ export function parseCatalog(text: string, source: string): CatalogParseResult {
         }
       });
     }
-    services.push(service);
+  };
+  parsed.data.services.forEach((input, i) => {
+    const one = ServiceSchema.safeParse(input, { error: fallbackMessage });
+    if (one.success) {
+      const service = normaliseService(one.data, `services[${i}]`, errors);
+      identity(i, service.key, service.vips, service.ports);
+      services.push(service);
+      return;
+    }
+    errors.push(...zodErrors(one.error, ['services', i]));
+    // The service is invalid, but its identity may still clash with others: check what is readable.
+    const id = IdentitySchema.safeParse(input);
+    if (id.success) {
+      const texts = typeof id.data.vip === 'string' ? [id.data.vip] : id.data.vip;
+      const vips = texts.map(normaliseIp).filter((v): v is string => v !== null);
+      const ports = id.data.ports.map((p) => ({
+        port: p.port,
+        targetPort: p.port,
+        protocol: p.protocol ?? CATALOG_DEFAULTS.protocol,
+      }));
+      identity(i, serviceKey(id.data.namespace ?? CATALOG_DEFAULTS.namespace, id.data.name), vips, ports);
+    }
   });
   if (errors.length > 0) return { ok: false, errors };
   const catalog: Catalog = { domain: parsed.data.domain ?? CATALOG_DEFAULTS.domain, services };

@@ -141,6 +141,16 @@ export const ServiceSchema = z.strictObject({
   backends: z.array(BackendSchema, { error: required('must be a list of backends') }).optional(),
 });
 
+/** The parts of a service that identify it, read leniently to find clashes even when other fields are bad. */
+export const IdentitySchema = z.object({
+  name: z.string().regex(DNS_LABEL),
+  namespace: z.string().regex(NAMESPACE_LABEL).optional(),
+  vip: z.union([z.string(), z.array(z.string())]),
+  ports: z.array(
+    z.object({ port: z.number().int().min(1).max(65535), protocol: z.enum(['TCP', 'UDP']).optional() }),
+  ),
+});
+
 export const CatalogSchema = z.strictObject(
   {
     domain: pattern(DOMAIN, MESSAGES.domain).optional(),

@@ -69,7 +69,14 @@ export async function startController(
   const registry = new Registry();
   const source = new FileCatalogSource({ path, clock: systemClock, logger, debounceMs: 10, pollMs: 200 });
   const server = new ControllerServer({ source, logger, registry, ...options });
-  const port = await server.start(options.listen ?? '127.0.0.1:0');
+  let port: number;
+  try {
+    port = await server.start(options.listen ?? '127.0.0.1:0');
+  } catch (err) {
+    await server.stop();
+    cleanup();
+    throw err;
+  }
   return {
     server,
     port,
