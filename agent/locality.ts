@@ -28,8 +28,8 @@ export type LocalityTier = 'node' | 'zone' | 'all';
 
 export interface LocalityBackend {
   /** Node the backend runs on; undefined for an external backend. */
-  readonly node?: string | undefined;
-  readonly zone?: string | undefined;
+  readonly node?: string | null | undefined;
+  readonly zone?: string | null | undefined;
   readonly weight: number;
   readonly health: BackendHealth;
   /** Ejected by passive outlier detection (as read back from the kernel). */

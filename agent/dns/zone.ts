@@ -78,7 +78,6 @@ const CLASSIC_UDP_SIZE = 512;
 export const RCODE = { NOERROR: 0, FORMERR: 1, SERVFAIL: 2, NXDOMAIN: 3, NOTIMP: 4, REFUSED: 5 } as const;
 
 const LABEL = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/;
-const PORT_NAME = /^[a-z0-9]([a-z0-9-]{0,13}[a-z0-9])?$/;
 
 function normalizeName(name: string): string {
   return name.toLowerCase().replace(/\.$/, '');
@@ -86,7 +85,7 @@ function normalizeName(name: string): string {
 
 function checkDomain(domain: string): string {
   const d = normalizeName(domain);
-  if (d.length === 0 || d.length > 200 || !d.split('.').every((l) => LABEL.test(l))) {
+  if (d.length === 0 || d.length > 253 || !d.split('.').every((l) => LABEL.test(l))) {
     throw new RangeError(`domain: "${domain}" is not a valid DNS domain`);
   }
   return d;
@@ -133,7 +132,7 @@ export function buildDnsIndex(catalog: DnsCatalogInput, options: { ttl?: number 
     svc.ports.forEach((port, j) => {
       if (port.name === undefined || port.name === '') return;
       const portName = port.name.toLowerCase();
-      if (!PORT_NAME.test(portName)) {
+      if (!LABEL.test(portName)) {
         throw new RangeError(`${at}.ports[${j}].name: "${port.name}" is not a valid port name for SRV`);
       }
       const proto = (port.protocol ?? 'TCP').toLowerCase();

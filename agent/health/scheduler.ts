@@ -1,8 +1,9 @@
 /**
  * Runs the active health checks of many backends: one state machine per target, a probe every
- * interval (± jitter) after the previous one ends, a hard timeout, and at most `concurrency` probes in
- * flight so thousands of backends never stall the event loop or exhaust file descriptors. Probes that
- * come due while the limit is reached wait in a FIFO queue.
+ * interval (± jitter) after the previous one ends, a hard timeout, at most `concurrency` probes in
+ * flight and at most `startsPerTurn` started per event-loop turn, so thousands of backends never stall
+ * the event loop or exhaust file descriptors. Probes that come due while a limit is reached wait in a
+ * FIFO queue (first come, first served: no backend starves).
  *
  * Transitions are delivered synchronously to onTransition listeners as soon as the probe that causes
  * them settles, so the agent can apply them to the datapath at once and report them to the controller.
@@ -22,8 +23,8 @@ import {
   type Timers,
 } from './types';
 
-export interface HealthTransition {
-  readonly target: ProbeTarget;
+export interface HealthTransition<T extends ProbeTarget = ProbeTarget> {
+  readonly target: T;
   readonly from: HealthState;
   readonly to: HealthState;
   readonly reason: string;
@@ -31,8 +32,8 @@ export interface HealthTransition {
   readonly at: number;
 }
 
-export interface ProbeResult {
-  readonly target: ProbeTarget;
+export interface ProbeResult<T extends ProbeTarget = ProbeTarget> {
+  readonly target: T;
   readonly outcome: ProbeOutcome;
   readonly durationMs: number;
   readonly status: HealthStatus;
@@ -49,6 +50,11 @@ export interface HealthSchedulerOptions {
   readonly concurrency?: number;
   /** Fraction of the interval added or removed at random for each wait (default 0.1: ±10%). */
   readonly jitter?: number;
+  /**
+   * Probes started per event-loop turn at most (default 32); the rest wait for the next turn, so a
+   * burst of due probes never holds the loop for long (each start costs a socket and a connect).
+   */
+  readonly startsPerTurn?: number;
 }
 
 export interface SchedulerStats {
@@ -58,8 +64,8 @@ export interface SchedulerStats {
   readonly probesStarted: number;
 }
 
-interface Entry {
-  target: ProbeTarget;
+interface Entry<T extends ProbeTarget> {
+  target: T;
   status: HealthStatus;
   phase: 'waiting' | 'queued' | 'running';
   timer: TimerHandle | undefined;
@@ -70,6 +76,7 @@ interface Entry {
 
 export const DEFAULT_CONCURRENCY = 256;
 export const DEFAULT_JITTER = 0.1;
+export const DEFAULT_STARTS_PER_TURN = 32;
 
 /** Rejects a check that cannot be scheduled, naming the field. */
 export function validateCheck(check: HealthCheckSpec, where = 'healthCheck'): void {
@@ -117,15 +124,16 @@ function sameCheck(a: HealthCheckSpec, b: HealthCheckSpec): boolean {
   );
 }
 
-export class HealthScheduler {
-  private readonly entries = new Map<string, Entry>();
-  private readonly queue: Entry[] = [];
+/** T: the caller's target type (a ProbeTarget with extra fields); transitions hand it back as given. */
+export class HealthScheduler<T extends ProbeTarget = ProbeTarget> {
+  private readonly entries = new Map<string, Entry<T>>();
+  private readonly queue: Entry<T>[] = [];
   private queueHead = 0;
   private inFlight = 0;
   private probesStarted = 0;
   private readonly running = new Set<Promise<void>>();
-  private readonly transitionListeners = new Set<(t: HealthTransition) => void>();
-  private readonly resultListeners = new Set<(r: ProbeResult) => void>();
+  private readonly transitionListeners = new Set<(t: HealthTransition<T>) => void>();
+  private readonly resultListeners = new Set<(r: ProbeResult<T>) => void>();
   private started = false;
   private stopped = false;
 
@@ -135,6 +143,9 @@ export class HealthScheduler {
   private readonly random: () => number;
   private readonly concurrency: number;
   private readonly jitter: number;
+  private readonly startsPerTurn: number;
+  private turnBudget: number;
+  private turnTimer: TimerHandle | undefined;
 
   constructor(private readonly options: HealthSchedulerOptions) {
     this.log = options.logger.child({ component: 'health' });
@@ -143,6 +154,11 @@ export class HealthScheduler {
     this.random = options.random ?? Math.random;
     this.concurrency = options.concurrency ?? DEFAULT_CONCURRENCY;
     this.jitter = options.jitter ?? DEFAULT_JITTER;
+    this.startsPerTurn = options.startsPerTurn ?? DEFAULT_STARTS_PER_TURN;
+    this.turnBudget = this.startsPerTurn;
+    if (!(this.startsPerTurn >= 1)) {
+      throw new RangeError(`startsPerTurn: must be at least 1, got ${this.startsPerTurn}`);
+    }
     if (!Number.isInteger(this.concurrency) || this.concurrency < 1) {
       throw new RangeError(`concurrency: must be a positive integer, got ${this.concurrency}`);
     }
@@ -150,12 +166,12 @@ export class HealthScheduler {
       throw new RangeError(`jitter: must be in [0, 1), got ${this.jitter}`);
   }
 
-  onTransition(listener: (t: HealthTransition) => void): () => void {
+  onTransition(listener: (t: HealthTransition<T>) => void): () => void {
     this.transitionListeners.add(listener);
     return () => this.transitionListeners.delete(listener);
   }
 
-  onResult(listener: (r: ProbeResult) => void): () => void {
+  onResult(listener: (r: ProbeResult<T>) => void): () => void {
     this.resultListeners.add(listener);
     return () => this.resultListeners.delete(listener);
   }
@@ -167,8 +183,8 @@ export class HealthScheduler {
    * whose other check settings changed keeps its state and uses them from its next probe.
    * Throws RangeError naming the target's key on an invalid check, before changing anything.
    */
-  setTargets(targets: readonly ProbeTarget[]): void {
-    const wanted = new Map<string, ProbeTarget>();
+  setTargets(targets: readonly T[]): void {
+    const wanted = new Map<string, T>();
     for (const t of targets) {
       validateCheck(t.check, `${t.key}.healthCheck`);
       if (wanted.has(t.key)) throw new RangeError(`${t.key}: duplicate target key`);
@@ -215,6 +231,8 @@ export class HealthScheduler {
     }
     this.queue.length = 0;
     this.queueHead = 0;
+    if (this.turnTimer) this.timers.clearTimeout(this.turnTimer);
+    this.turnTimer = undefined;
     await Promise.allSettled([...this.running]);
     for (const prober of new Set(Object.values(this.options.probers))) prober.close?.();
   }
@@ -236,8 +254,8 @@ export class HealthScheduler {
     };
   }
 
-  private add(target: ProbeTarget): void {
-    const entry: Entry = {
+  private add(target: T): void {
+    const entry: Entry<T> = {
       target,
       status: INITIAL_STATUS,
       phase: 'waiting',
@@ -249,7 +267,7 @@ export class HealthScheduler {
     if (this.started && !this.stopped) this.arm(entry, this.random() * target.check.intervalMs);
   }
 
-  private remove(entry: Entry): void {
+  private remove(entry: Entry<T>): void {
     this.entries.delete(entry.target.key);
     if (entry.timer) this.timers.clearTimeout(entry.timer);
     entry.timer = undefined;
@@ -263,7 +281,7 @@ export class HealthScheduler {
     this.options.probers[target.check.protocol].release?.(target);
   }
 
-  private arm(entry: Entry, delayMs: number): void {
+  private arm(entry: Entry<T>, delayMs: number): void {
     if (entry.timer) this.timers.clearTimeout(entry.timer);
     entry.phase = 'waiting';
     const timer = this.timers.setTimeout(
@@ -281,9 +299,26 @@ export class HealthScheduler {
     return intervalMs * (1 + this.jitter * (2 * this.random() - 1));
   }
 
-  private due(entry: Entry): void {
+  private canStart(): boolean {
+    return this.inFlight < this.concurrency && this.turnBudget > 0;
+  }
+
+  /** Spends one start of this turn's budget; the budget refills (and the queue drains) next turn. */
+  private spendTurnBudget(): void {
+    this.turnBudget--;
+    if (this.turnTimer || this.stopped) return;
+    const timer = this.timers.setTimeout(() => {
+      this.turnTimer = undefined;
+      this.turnBudget = this.startsPerTurn;
+      this.pump();
+    }, 0);
+    timer.unref?.();
+    this.turnTimer = timer;
+  }
+
+  private due(entry: Entry<T>): void {
     if (this.stopped || this.entries.get(entry.target.key) !== entry) return;
-    if (this.inFlight < this.concurrency) {
+    if (this.canStart() && this.queueHead === this.queue.length) {
       this.run(entry);
     } else {
       entry.phase = 'queued';
@@ -292,7 +327,7 @@ export class HealthScheduler {
   }
 
   private pump(): void {
-    while (this.inFlight < this.concurrency && this.queueHead < this.queue.length) {
+    while (!this.stopped && this.canStart() && this.queueHead < this.queue.length) {
       const entry = this.queue[this.queueHead++]!;
       if (this.entries.get(entry.target.key) === entry && entry.phase === 'queued') this.run(entry);
     }
@@ -302,8 +337,9 @@ export class HealthScheduler {
     }
   }
 
-  private run(entry: Entry): void {
+  private run(entry: Entry<T>): void {
     entry.phase = 'running';
+    this.spendTurnBudget();
     this.inFlight++;
     this.probesStarted++;
     const done = this.probe(entry).finally(() => {
@@ -314,7 +350,7 @@ export class HealthScheduler {
     this.running.add(done);
   }
 
-  private async probe(entry: Entry): Promise<void> {
+  private async probe(entry: Entry<T>): Promise<void> {
     const target = entry.target;
     const generation = entry.generation;
     const abort = new AbortController();
@@ -350,10 +386,10 @@ export class HealthScheduler {
     const durationMs = this.clock.now() - started;
     const from = entry.status.state;
     entry.status = nextStatus(entry.status, outcome, entry.target.check);
-    const result: ProbeResult = { target: entry.target, outcome, durationMs, status: entry.status };
+    const result: ProbeResult<T> = { target: entry.target, outcome, durationMs, status: entry.status };
     for (const listener of this.resultListeners) this.call(listener, result);
     if (entry.status.state !== from) {
-      const transition: HealthTransition = {
+      const transition: HealthTransition<T> = {
         target: entry.target,
         from,
         to: entry.status.state,

@@ -178,6 +178,37 @@ describe('HealthScheduler (logic, injected time)', () => {
     await scheduler.stop();
   });
 
+  it('starts at most startsPerTurn probes per event-loop turn, even when all are due at once', async () => {
+    const time = new FakeTime();
+    const prober = new ScriptedProber(time, 500);
+    const turns: number[] = [];
+    const probe = prober.probe.bind(prober);
+    prober.probe = (t, signal) => {
+      turns.push(time.fired);
+      return probe(t, signal);
+    };
+    const scheduler = new HealthScheduler({
+      probers: { tcp: prober, http: prober, grpc: prober },
+      logger: silent,
+      clock: time,
+      timers: time,
+      random: () => 0,
+      jitter: 0,
+      concurrency: 100,
+      startsPerTurn: 5,
+    });
+    scheduler.setTargets(Array.from({ length: 40 }, (_, i) => target(`b${i}`)));
+    scheduler.start();
+    await time.advance(0);
+    expect(prober.calls).toHaveLength(40);
+    const perTurn = new Map<number, number>();
+    for (const turn of turns) perTurn.set(turn, (perTurn.get(turn) ?? 0) + 1);
+    expect(Math.max(...perTurn.values())).toBe(5);
+    expect(perTurn.size).toBeGreaterThanOrEqual(8);
+    await scheduler.stop();
+    expect(time.timerCount).toBe(0);
+  });
+
   it('removing a target stops its probes, aborts one in flight, drops its result and releases it', async () => {
     const { time, prober, scheduler, results } = setup({ jitter: 0, delayMs: 100 });
     scheduler.setTargets([target('keep'), target('gone')]);

@@ -3,6 +3,8 @@ import type { Clock, TimerHandle, Timers } from '../../../agent/health/types';
 /** A manual clock and timer queue for scheduling logic: advance() fires due timers in time order. */
 export class FakeTime implements Clock, Timers {
   private current = 0;
+  /** Timer callbacks fired so far: each one is a separate event-loop turn. */
+  fired = 0;
   private seq = 0;
   private readonly pending = new Map<number, { at: number; seq: number; fn: () => void }>();
 
@@ -41,6 +43,7 @@ export class FakeTime implements Clock, Timers {
       if (!next) break;
       this.pending.delete(next[0]);
       this.current = Math.max(this.current, next[1].at);
+      this.fired++;
       next[1].fn();
     }
     this.current = end;
