@@ -56,7 +56,7 @@ std::string ErrnoName(int err) {
 }
 
 static std::string ErrnoMessage(int err) {
-  if (err == 524) return "Operation not supported (kernel ENOTSUPP)";
+  if (err == 524) return "Operation not supported for this map or program type";
   return strerror(err);
 }
 

@@ -76,13 +76,13 @@ bool InNetns(const std::string& ns_path, const std::string& op, Fn fn) {
     ThrowBpfError(op + ": setns", errno, "", ns_path);
     return false;
   }
-  int saved = errno;
   fn();
-  saved = errno;
+  int saved = errno;
   if (setns(original.get(), CLONE_NEWNET) != 0) {
-    // The thread would stay in the wrong namespace: there is no safe way to continue.
-    fprintf(stderr, "sluice_bpf: cannot return to the original netns: %s\n", strerror(errno));
-    abort();
+    // Cannot happen with the rights that let us enter; if it does, say so loudly rather than abort.
+    ThrowBpfError(op + ": setns back to the original netns", errno, "",
+                  "the main thread is still in " + ns_path);
+    return false;
   }
   errno = saved;
   return true;
@@ -278,7 +278,10 @@ NAN_METHOD(ProgHandle::AttachXdp) {
     err = errno;
     got = "generic";
   });
-  if (!ok) return;
+  if (!ok) {
+    if (fd >= 0) close(fd);
+    return;
+  }
   if (fd < 0) {
     if (got == "lookup") {
       return ThrowBpfError("if_indextoname", err, "", "no interface " + std::to_string(ifindex));

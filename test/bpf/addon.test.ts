@@ -204,6 +204,55 @@ describePrivileged('native addon: objects, maps and test runs', () => {
     expect(map.lookup(u32(2))?.readBigUInt64LE(0)).toBe(43n);
   });
 
+  it('batch-reads arrays and per-CPU hashes, and says when a map type has no batch operations', () => {
+    const array = bpf.createMap({
+      type: 'array',
+      name: 'addon_arr',
+      keySize: 4,
+      valueSize: 4,
+      maxEntries: 10,
+    });
+    const perCpu = bpf.createMap({
+      type: 'percpu_hash',
+      name: 'addon_pch',
+      keySize: 4,
+      valueSize: 4,
+      maxEntries: 8,
+    });
+    const sockhash = bpf.createMap({
+      type: 'sockhash',
+      name: 'addon_sh',
+      keySize: 4,
+      valueSize: 4,
+      maxEntries: 8,
+    });
+    try {
+      array.update(u32(3), u32(0xdeadbeef));
+      const fromArray = array.lookupBatch();
+      expect(fromArray.keys.map((k) => k.readUInt32LE(0))).toEqual([0, 1, 2, 3, 4, 5, 6, 7, 8, 9]);
+      expect(fromArray.values[3]?.readUInt32LE(0)).toBe(0xdeadbeef);
+
+      const cpus = bpf.possibleCpus();
+      perCpu.updatePerCpu(
+        u32(5),
+        Array.from({ length: cpus }, (_, cpu) => u32(cpu + 1)),
+      );
+      const fromPerCpu = perCpu.lookupBatch();
+      expect(fromPerCpu.keys).toHaveLength(1);
+      // Each value holds every CPU's value, 8-byte aligned.
+      expect(fromPerCpu.values[0]).toHaveLength(8 * cpus);
+      expect(fromPerCpu.values[0]?.readUInt32LE(8 * (cpus - 1))).toBe(cpus);
+
+      expect(thrown(() => sockhash.lookupBatch())).toMatchObject({
+        code: 'ENOTSUPP',
+        op: 'bpf_map_lookup_batch',
+      });
+      expect(sockhash.keys()).toEqual([]);
+    } finally {
+      for (const map of [array, perCpu, sockhash]) map.close();
+    }
+  });
+
   it('creates maps, including a map-in-map with an inner template', () => {
     const inner = bpf.createMap({
       type: 'array',
