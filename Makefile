@@ -102,3 +102,7 @@ test-unit: ts
 
 clean:
 	rm -rf $(BUILD) dist native/build
+
+# A self-contained demo in its own netns: backends, the controller, an agent and a live table (Ctrl-C ends it).
+demo: build bpffs
+	examples/demo/demo.sh
