@@ -1,0 +1,439 @@
+/**
+ * The XDP load balancer's userspace side: loads bpf/xdp_lb.bpf.o with its settings, turns services
+ * (VIP:port/protocol with weighted backends) into map entries, and attaches the program to an
+ * interface — native XDP when the driver has it, generic otherwise, the mode logged.
+ *
+ * Write order keeps the datapath consistent at every step: a backend's slot is written before any table
+ * names it; a new VIP's table is filled before the VIP entry appears; a removed VIP's entry goes first,
+ * then its table. Draining and unhealthy backends leave the table (no new flows) but keep their slot, so
+ * their flows in the connection table keep going; a backend no service lists any more loses its slot,
+ * and its flows then take a fresh choice.
+ */
+import { isIPv4, isIPv6 } from 'node:net';
+import { join } from 'node:path';
+import type { BpfMap, BpfObject, NativeBpf, OpenObjectOptions, XdpLink, XdpMode } from '../../native/types';
+import { ipToBytes16, ipv4ToBytes } from '../abi/ip';
+import {
+  IPPROTO_TCP,
+  IPPROTO_UDP,
+  u32Buffer,
+  XDP_LB_AF_INET,
+  XDP_LB_AF_INET6,
+  XDP_LB_DEFAULTS,
+  XDP_LB_OBJECT,
+  XDP_LB_PROGRAM,
+  XdpBackendCodec,
+  XdpCounterCodec,
+  XdpMaps,
+  type XdpReasonName,
+  XdpReasons,
+  XdpVipCodec,
+  XdpVipKeyCodec,
+} from '../abi/xdp';
+import { buildMaglevTable, isPrime } from './maglev';
+import { BpfMaglevStore, MaglevTableWriter } from './table-writer';
+
+export interface XdpLbConfig {
+  /** Flow-hash and Maglev seed; the same on every node so every node picks the same backend. */
+  readonly hashSeed: number;
+  /** Maglev table size per VIP, a prime (default 65 537). */
+  readonly maglevSize?: number;
+  /** Most VIPs (each has its own table, so this also sizes the table array). */
+  readonly maxVips?: number;
+  readonly maxBackends?: number;
+  /** Connection-table capacity (split across CPUs' LRU lists). */
+  readonly maxConns?: number;
+  /** This node's IPv4 address, the outer source towards IPv4 backends. */
+  readonly encapSource4?: string;
+  /** This node's IPv6 address, the outer source towards IPv6 backends. */
+  readonly encapSource6?: string;
+  /** MAC of the next hop for encapsulated packets; unset: back to the MAC each packet came from. */
+  readonly gatewayMac?: string;
+}
+
+export type XdpBackendState = 'active' | 'draining' | 'unhealthy';
+export type XdpProtocol = 'tcp' | 'udp';
+
+export interface XdpBackendSpec {
+  /** Tunnel endpoint of the backend (it answers clients from the VIP itself). */
+  readonly address: string;
+  /** Relative weight, default 1; 0 takes no new flows. */
+  readonly weight?: number;
+  /** Only active backends take new flows; draining/unhealthy ones keep the flows they have. */
+  readonly state?: XdpBackendState;
+}
+
+export interface XdpServiceSpec {
+  readonly address: string;
+  readonly port: number;
+  readonly protocol: XdpProtocol;
+  readonly backends: readonly XdpBackendSpec[];
+}
+
+export interface Counter {
+  readonly packets: bigint;
+  readonly bytes: bigint;
+}
+
+export interface XdpLbStats {
+  readonly vips: ReadonlyArray<{ address: string; port: number; protocol: XdpProtocol } & Counter>;
+  readonly backends: ReadonlyArray<{ address: string; id: number } & Counter>;
+  readonly verdicts: Readonly<Record<XdpReasonName, Counter>>;
+}
+
+/** The pino subset used here (object first, message second). */
+export interface XdpLogger {
+  info(object: object, message: string): void;
+  warn(object: object, message: string): void;
+}
+
+const silentLogger: XdpLogger = { info: () => {}, warn: () => {} };
+
+interface ResolvedConfig {
+  readonly hashSeed: number;
+  readonly maglevSize: number;
+  readonly maxVips: number;
+  readonly maxBackends: number;
+  readonly maxConns: number;
+  readonly encapSource4?: string;
+  readonly encapSource6?: string;
+  readonly gatewayMac?: string;
+}
+
+function positiveInt(value: number, field: string, max = 0xffffffff): number {
+  if (!Number.isInteger(value) || value < 1 || value > max) {
+    throw new RangeError(`xdp.${field}: ${value} must be an integer in 1..${max}`);
+  }
+  return value;
+}
+
+function parseMac(mac: string): Buffer {
+  if (!/^([0-9a-f]{2}:){5}[0-9a-f]{2}$/i.test(mac)) {
+    throw new RangeError(`xdp.gatewayMac: ${mac} is not a MAC address like 02:00:00:00:00:01`);
+  }
+  return Buffer.from(mac.split(':').map((part) => Number.parseInt(part, 16)));
+}
+
+/** Validates the settings once, with the defaults applied. */
+export function resolveXdpConfig(config: XdpLbConfig): ResolvedConfig {
+  if (!Number.isInteger(config.hashSeed) || config.hashSeed < 0 || config.hashSeed > 0xffffffff) {
+    throw new RangeError(`xdp.hashSeed: ${config.hashSeed} must be a 32-bit unsigned integer`);
+  }
+  const maglevSize = config.maglevSize ?? XDP_LB_DEFAULTS.maglevSize;
+  if (!isPrime(maglevSize)) throw new RangeError(`xdp.maglevSize: ${maglevSize} is not a prime`);
+  const maxVips = positiveInt(config.maxVips ?? XDP_LB_DEFAULTS.maxRings, 'maxVips');
+  if (maxVips * maglevSize > 0xffffffff) {
+    throw new RangeError(`xdp.maxVips: ${maxVips} tables of ${maglevSize} entries exceed 2^32 positions`);
+  }
+  if (config.encapSource4 !== undefined && !isIPv4(config.encapSource4)) {
+    throw new RangeError(`xdp.encapSource4: ${config.encapSource4} is not an IPv4 address`);
+  }
+  if (config.encapSource6 !== undefined && !isIPv6(config.encapSource6)) {
+    throw new RangeError(`xdp.encapSource6: ${config.encapSource6} is not an IPv6 address`);
+  }
+  if (config.gatewayMac !== undefined) parseMac(config.gatewayMac);
+  if (config.encapSource4 === undefined && config.encapSource6 === undefined) {
+    throw new RangeError('xdp.encapSource4/encapSource6: at least one outer source address is needed');
+  }
+  return Object.freeze({
+    hashSeed: config.hashSeed,
+    maglevSize,
+    maxVips,
+    maxBackends: positiveInt(config.maxBackends ?? XDP_LB_DEFAULTS.maxBackends, 'maxBackends'),
+    maxConns: positiveInt(config.maxConns ?? XDP_LB_DEFAULTS.maxConns, 'maxConns'),
+    encapSource4: config.encapSource4,
+    encapSource6: config.encapSource6,
+    gatewayMac: config.gatewayMac,
+  });
+}
+
+/** The loadObject options (globals and map sizes) for a configuration. */
+export function xdpLoadOptions(config: ResolvedConfig, pinRoot?: string): OpenObjectOptions {
+  return {
+    pinRoot,
+    globals: {
+      hash_seed: u32Buffer(config.hashSeed),
+      maglev_size: u32Buffer(config.maglevSize),
+      encap_saddr4: config.encapSource4 ? ipv4ToBytes(config.encapSource4) : Buffer.alloc(4),
+      encap_saddr6: config.encapSource6 ? ipToBytes16(config.encapSource6) : Buffer.alloc(16),
+      gateway_mac: config.gatewayMac ? parseMac(config.gatewayMac) : Buffer.alloc(6),
+    },
+    mapMaxEntries: {
+      [XdpMaps.vips]: config.maxVips,
+      [XdpMaps.vipStats]: config.maxVips,
+      [XdpMaps.maglev]: config.maxVips * config.maglevSize,
+      [XdpMaps.backends]: config.maxBackends,
+      [XdpMaps.backendStats]: config.maxBackends,
+      [XdpMaps.conns]: config.maxConns,
+    },
+  };
+}
+
+const serviceKey = (address: string, port: number, protocol: XdpProtocol): string =>
+  `${protocol}:${address}:${port}`;
+
+interface VipState {
+  readonly id: number;
+  readonly address: string;
+  readonly port: number;
+  readonly protocol: XdpProtocol;
+  backends: Set<string>;
+}
+
+export class XdpLoadBalancer {
+  private readonly vips = new Map<string, VipState>();
+  /** backend address → id and the services listing it */
+  private readonly backendIds = new Map<string, { id: number; services: Set<string> }>();
+  private readonly freeVipIds: number[] = [];
+  private nextVipId = 0;
+  /** Freed backend ids are reused oldest-first, so a recycled id is unlikely to meet old flows. */
+  private readonly freeBackendIds: number[] = [];
+  private nextBackendId = 1;
+  private readonly tables: MaglevTableWriter;
+  private readonly maps: {
+    vips: BpfMap;
+    backends: BpfMap;
+    vipStats: BpfMap;
+    backendStats: BpfMap;
+    verdicts: BpfMap;
+  };
+
+  private constructor(
+    readonly object: BpfObject,
+    readonly config: ResolvedConfig,
+    private readonly logger: XdpLogger,
+  ) {
+    this.maps = {
+      vips: object.map(XdpMaps.vips),
+      backends: object.map(XdpMaps.backends),
+      vipStats: object.map(XdpMaps.vipStats),
+      backendStats: object.map(XdpMaps.backendStats),
+      verdicts: object.map(XdpMaps.verdicts),
+    };
+    this.tables = new MaglevTableWriter(
+      new BpfMaglevStore(object.map(XdpMaps.maglev)),
+      config.maglevSize,
+      config.maxVips,
+    );
+  }
+
+  /** Loads the program with these settings (objectDir: where xdp_lb.bpf.o is, e.g. build/bpf). */
+  static load(
+    native: NativeBpf,
+    objectDir: string,
+    config: XdpLbConfig,
+    options: { pinRoot?: string; logger?: XdpLogger } = {},
+  ): XdpLoadBalancer {
+    const resolved = resolveXdpConfig(config);
+    const object = native.loadObject(
+      join(objectDir, XDP_LB_OBJECT),
+      xdpLoadOptions(resolved, options.pinRoot),
+    );
+    return new XdpLoadBalancer(object, resolved, options.logger ?? silentLogger);
+  }
+
+  /** Attaches the balancer to an interface: native XDP when the driver has it, else generic. */
+  attach(ifindex: number, options: { mode?: XdpMode | 'auto'; netns?: string } = {}): XdpLink {
+    const link = this.object
+      .program(XDP_LB_PROGRAM)
+      .attachXdp(ifindex, options.mode ?? 'auto', options.netns ? { netns: options.netns } : undefined);
+    this.logger.info(
+      { ifindex, netns: options.netns, requested: options.mode ?? 'auto', mode: link.mode },
+      `XDP load balancer attached in ${link.mode} mode`,
+    );
+    if (link.mode === 'generic' && (options.mode ?? 'auto') === 'auto') {
+      this.logger.warn({ ifindex }, 'driver has no native XDP; using generic XDP (slower)');
+    }
+    return link;
+  }
+
+  /** Creates or updates a service: its backends, then its table, then (new VIPs) the VIP entry. */
+  setService(spec: XdpServiceSpec): void {
+    const { address, port, protocol } = validateService(spec);
+    const key = serviceKey(address, port, protocol);
+    let vip = this.vips.get(key);
+    if (!vip) {
+      const id = this.freeVipIds.shift() ?? this.nextVipId++;
+      if (id >= this.config.maxVips) {
+        this.nextVipId--;
+        throw new RangeError(`xdp service ${key}: all ${this.config.maxVips} VIP slots are in use`);
+      }
+      vip = { id, address, port, protocol, backends: new Set() };
+    }
+    const listed = new Set<string>();
+    for (const [i, backend] of spec.backends.entries()) {
+      if (!isIPv4(backend.address) && !isIPv6(backend.address)) {
+        throw new RangeError(
+          `xdp service ${key}: backends[${i}].address: ${backend.address} is not an IP address`,
+        );
+      }
+      const outer = isIPv4(backend.address) ? 'v4' : 'v6';
+      if (outer === 'v4' && !this.config.encapSource4) {
+        throw new RangeError(
+          `xdp service ${key}: backends[${i}].address: IPv4 backend but no xdp.encapSource4`,
+        );
+      }
+      if (outer === 'v6' && !this.config.encapSource6) {
+        throw new RangeError(
+          `xdp service ${key}: backends[${i}].address: IPv6 backend but no xdp.encapSource6`,
+        );
+      }
+      if (listed.has(backend.address)) {
+        throw new RangeError(
+          `xdp service ${key}: backends[${i}].address: ${backend.address} is listed twice`,
+        );
+      }
+      const weight = backend.weight ?? 1;
+      if (!Number.isFinite(weight) || weight < 0) {
+        throw new RangeError(`xdp service ${key}: backends[${i}].weight: ${weight} must be >= 0`);
+      }
+      listed.add(backend.address);
+    }
+
+    // Backend slots first, so the table never names an empty slot.
+    for (const backend of spec.backends) this.acquireBackend(backend.address, key);
+    const table = buildMaglevTable(
+      spec.backends.map((backend) => ({
+        key: backend.address,
+        id: this.backendIds.get(backend.address)!.id,
+        weight: (backend.state ?? 'active') === 'active' ? (backend.weight ?? 1) : 0,
+      })),
+      { size: this.config.maglevSize, seed: this.config.hashSeed },
+    );
+    const written = this.tables.apply(vip.id, table);
+    if (!this.vips.has(key)) {
+      this.maps.vips.update(
+        XdpVipKeyCodec.encode({ addr: ipToBytes16(address), port, proto: protoNumber(protocol) }),
+        XdpVipCodec.encode({ vip_id: vip.id, ring_id: vip.id }),
+      );
+      this.vips.set(key, vip);
+    }
+    // Backends this service no longer lists lose their slot once no service lists them.
+    for (const old of vip.backends) if (!listed.has(old)) this.releaseBackend(old, key);
+    vip.backends = listed;
+    this.logger.info(
+      { service: key, vipId: vip.id, backends: listed.size, tableWrites: written.written },
+      'xdp service set',
+    );
+  }
+
+  /** Removes a service: the VIP entry first, then its table; unused backends lose their slots. */
+  deleteService(address: string, port: number, protocol: XdpProtocol): boolean {
+    const key = serviceKey(address, port, protocol);
+    const vip = this.vips.get(key);
+    if (!vip) return false;
+    this.maps.vips.delete(
+      XdpVipKeyCodec.encode({ addr: ipToBytes16(address), port, proto: protoNumber(protocol) }),
+    );
+    this.tables.clear(vip.id);
+    for (const backend of vip.backends) this.releaseBackend(backend, key);
+    this.vips.delete(key);
+    this.freeVipIds.push(vip.id);
+    return true;
+  }
+
+  /** The datapath id of a backend address (undefined when no service lists it). */
+  backendId(address: string): number | undefined {
+    return this.backendIds.get(address)?.id;
+  }
+
+  /** The table the datapath holds for a service (slot → backend id). */
+  table(address: string, port: number, protocol: XdpProtocol): Uint32Array | undefined {
+    const vip = this.vips.get(serviceKey(address, port, protocol));
+    return vip ? this.tables.current(vip.id) : undefined;
+  }
+
+  stats(): XdpLbStats {
+    const sum = (map: BpfMap, index: number): Counter => {
+      const values = map.lookupPerCpu(u32Buffer(index)) ?? [];
+      let packets = 0n;
+      let bytes = 0n;
+      for (const value of values) {
+        const counter = XdpCounterCodec.decode(value);
+        packets += counter.packets;
+        bytes += counter.bytes;
+      }
+      return { packets, bytes };
+    };
+    const verdicts = Object.fromEntries(
+      XdpReasons.map((reason) => [reason.name, sum(this.maps.verdicts, reason.id)]),
+    ) as Record<XdpReasonName, Counter>;
+    return {
+      vips: [...this.vips.values()].map((vip) => ({
+        address: vip.address,
+        port: vip.port,
+        protocol: vip.protocol,
+        ...sum(this.maps.vipStats, vip.id),
+      })),
+      backends: [...this.backendIds.entries()].map(([address, { id }]) => ({
+        address,
+        id,
+        ...sum(this.maps.backendStats, id),
+      })),
+      verdicts,
+    };
+  }
+
+  close(): void {
+    this.object.close();
+  }
+
+  private acquireBackend(address: string, service: string): void {
+    const known = this.backendIds.get(address);
+    if (known) {
+      known.services.add(service);
+      return;
+    }
+    const id = this.freeBackendIds.shift() ?? this.nextBackendId++;
+    if (id >= this.config.maxBackends) {
+      this.nextBackendId--;
+      throw new RangeError(
+        `xdp backend ${address}: all ${this.config.maxBackends - 1} backend slots are in use`,
+      );
+    }
+    this.maps.backends.update(
+      u32Buffer(id),
+      XdpBackendCodec.encode({
+        addr: ipToBytes16(address),
+        family: isIPv4(address) ? XDP_LB_AF_INET : XDP_LB_AF_INET6,
+      }),
+    );
+    // Fresh counters for a fresh (or recycled) id.
+    this.maps.backendStats.updatePerCpu(
+      u32Buffer(id),
+      Array.from({ length: this.maps.backendStats.lookupPerCpu(u32Buffer(id))?.length ?? 1 }, () =>
+        Buffer.alloc(XdpCounterCodec.size),
+      ),
+    );
+    this.backendIds.set(address, { id, services: new Set([service]) });
+  }
+
+  private releaseBackend(address: string, service: string): void {
+    const known = this.backendIds.get(address);
+    if (!known) return;
+    known.services.delete(service);
+    if (known.services.size > 0) return;
+    this.maps.backends.update(u32Buffer(known.id), Buffer.alloc(XdpBackendCodec.size));
+    this.backendIds.delete(address);
+    this.freeBackendIds.push(known.id);
+  }
+}
+
+function protoNumber(protocol: XdpProtocol): number {
+  return protocol === 'tcp' ? IPPROTO_TCP : IPPROTO_UDP;
+}
+
+function validateService(spec: XdpServiceSpec): { address: string; port: number; protocol: XdpProtocol } {
+  if (!isIPv4(spec.address) && !isIPv6(spec.address)) {
+    throw new RangeError(`xdp service: address: ${spec.address} is not an IP address`);
+  }
+  if (!Number.isInteger(spec.port) || spec.port < 1 || spec.port > 65_535) {
+    throw new RangeError(`xdp service ${spec.address}: port: ${spec.port} must be in 1..65535`);
+  }
+  if (spec.protocol !== 'tcp' && spec.protocol !== 'udp') {
+    throw new RangeError(
+      `xdp service ${spec.address}:${spec.port}: protocol: ${String(spec.protocol)} must be tcp or udp`,
+    );
+  }
+  return { address: spec.address, port: spec.port, protocol: spec.protocol };
+}

@@ -1,0 +1,253 @@
+// SPDX-License-Identifier: Apache-2.0
+/*
+ * XDP load balancer for traffic entering the node (see docs/xdp.md). A TCP/UDP packet to a VIP:port
+ * is sent to a backend chosen by the VIP's Maglev table, indexed by a seeded hash of the 5-tuple,
+ * and kept there by a connection table; it leaves encapsulated (IPIP / IP6IP6) with XDP_TX for
+ * direct server return. Everything else passes to the stack untouched. Also: xdp_decap, the
+ * backend's side for kernels without an ipip device, and xdp_pass, a bare XDP_PASS (benchmark
+ * baseline, veth peers).
+ */
+#include <linux/bpf.h>
+#include <linux/errno.h>
+#include <bpf/bpf_helpers.h>
+
+#include "xdp_lb.h"
+#include "xdp_hash.h"
+#include "xdp_parse.h"
+#include "xdp_encap.h"
+
+/* Settings, written by the loader before load. */
+const volatile __u32 hash_seed = 0;		       /* flow-hash seed: equal on every node */
+const volatile __u32 maglev_size = XDP_LB_MAGLEV_SIZE; /* entries per Maglev table (prime) */
+const volatile __be32 encap_saddr4 = 0;		       /* outer IPv4 source (this node) */
+const volatile __u8 encap_saddr6[16] = {};	       /* outer IPv6 source (this node) */
+const volatile __u8 gateway_mac[6] = {};	       /* next hop MAC; zero: back to the sender */
+
+/* VIP:port/protocol → its id and Maglev table. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, XDP_LB_MAX_VIPS);
+	__type(key, struct xdp_vip_key);
+	__type(value, struct xdp_vip);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} sluice_xdp_vips_v1 SEC(".maps");
+
+/* Backend id → tunnel address; slot 0 stays empty. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, XDP_LB_MAX_BACKENDS);
+	__type(key, __u32);
+	__type(value, struct xdp_backend);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} sluice_xdp_backends_v1 SEC(".maps");
+
+/* All Maglev tables, maglev_size entries each: ring_id * maglev_size + hash % maglev_size → backend
+ * id. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, XDP_LB_MAX_RINGS *XDP_LB_MAGLEV_SIZE);
+	__type(key, __u32);
+	__type(value, __u32);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} sluice_xdp_maglev_v1 SEC(".maps");
+
+/* Flow → backend, so a flow stays put when the backend set changes (LRU lists per CPU). */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(map_flags, BPF_F_NO_COMMON_LRU);
+	__uint(max_entries, XDP_LB_MAX_CONNS);
+	__type(key, struct xdp_flow_key);
+	__type(value, struct xdp_conn);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} sluice_xdp_conns_v1 SEC(".maps");
+
+/* Packets and bytes per VIP id. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, XDP_LB_MAX_VIPS);
+	__type(key, __u32);
+	__type(value, struct xdp_counter);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} sluice_xdp_vip_stats_v1 SEC(".maps");
+
+/* Packets and bytes per backend id. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, XDP_LB_MAX_BACKENDS);
+	__type(key, __u32);
+	__type(value, struct xdp_counter);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} sluice_xdp_backend_stats_v1 SEC(".maps");
+
+/* Packets and bytes per enum xdp_lb_reason (each reason has one verdict). */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, XDP_LB_REASON_MAX);
+	__type(key, __u32);
+	__type(value, struct xdp_counter);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} sluice_xdp_verdicts_v1 SEC(".maps");
+
+static __always_inline void xdp_count(void *map, __u32 index, __u64 bytes)
+{
+	struct xdp_counter *counter = bpf_map_lookup_elem(map, &index);
+
+	if (counter) {
+		counter->packets++;
+		counter->bytes += bytes;
+	}
+}
+
+static __always_inline int xdp_verdict(enum xdp_lb_reason reason, __u64 bytes)
+{
+	xdp_count(&sluice_xdp_verdicts_v1, reason, bytes);
+	switch (reason) {
+	case XDP_LB_TX_NEW_FLOW:
+	case XDP_LB_TX_CONN_HIT:
+		return XDP_TX;
+	case XDP_LB_DROP_NO_BACKEND:
+	case XDP_LB_DROP_ENCAP:
+		return XDP_DROP;
+	default:
+		return XDP_PASS;
+	}
+}
+
+static __always_inline enum xdp_lb_reason xdp_parse_reason(int err)
+{
+	switch (err) {
+	case -ENODATA:
+		return XDP_LB_PASS_TRUNCATED;
+	case -EINVAL:
+		return XDP_LB_PASS_MALFORMED;
+	case -EAGAIN:
+		return XDP_LB_PASS_FRAGMENT;
+	case -EPROTONOSUPPORT:
+		return XDP_LB_PASS_NOT_TCP_UDP;
+	default:
+		return XDP_LB_PASS_NOT_IP;
+	}
+}
+
+/* The flow's hash over its key (addresses as stored: IPv4 v4-mapped, hashed as the 4 IPv4 bytes).
+ */
+static __always_inline __u32 xdp_key_hash(const struct xdp_flow_key *key, __u8 family)
+{
+	__u32 ports, s[4], d[4];
+
+	__builtin_memcpy(&ports, &key->sport, 4);
+	__builtin_memcpy(s, key->saddr, 16);
+	__builtin_memcpy(d, key->daddr, 16);
+	if (family == XDP_LB_AF_INET)
+		return xdp_flow_hash_v4(s[3], d[3], ports, key->proto, hash_seed);
+	return xdp_flow_hash_v6(s, d, ports, key->proto, hash_seed);
+}
+
+/* The VIP's Maglev choice for this flow: a backend id, or XDP_LB_NO_BACKEND. */
+static __always_inline __u32 xdp_maglev_pick(const struct xdp_vip *vip, __u32 hash)
+{
+	__u32 size = maglev_size;
+	__u32 index, *backend_id;
+
+	if (!size)
+		return XDP_LB_NO_BACKEND;
+	index = vip->ring_id * size + hash % size;
+	backend_id = bpf_map_lookup_elem(&sluice_xdp_maglev_v1, &index);
+	return backend_id ? *backend_id : XDP_LB_NO_BACKEND;
+}
+
+static __always_inline struct xdp_backend *xdp_backend_get(__u32 id)
+{
+	struct xdp_backend *be;
+
+	if (id == XDP_LB_NO_BACKEND)
+		return NULL;
+	be = bpf_map_lookup_elem(&sluice_xdp_backends_v1, &id);
+	return be && be->family ? be : NULL;
+}
+
+SEC("xdp")
+int xdp_lb(struct xdp_md *ctx)
+{
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	__u64 bytes = data_end - data;
+	enum xdp_lb_reason reason = XDP_LB_TX_CONN_HIT;
+	struct xdp_backend *be = NULL;
+	struct xdp_vip_key vip_key = {};
+	struct xdp_lb_pkt pkt = {};
+	struct xdp_outer out;
+	struct xdp_conn *conn;
+	struct xdp_vip *vip;
+	__u32 backend_id = 0;
+	int err;
+
+	err = xdp_lb_parse(data, data_end, &pkt);
+	if (err)
+		return xdp_verdict(xdp_parse_reason(err), bytes);
+
+	__builtin_memcpy(vip_key.addr, pkt.key.daddr, 16);
+	vip_key.port = pkt.key.dport;
+	vip_key.proto = pkt.key.proto;
+	vip = bpf_map_lookup_elem(&sluice_xdp_vips_v1, &vip_key);
+	if (!vip)
+		return xdp_verdict(XDP_LB_PASS_NOT_VIP, bytes);
+
+	if (!pkt.syn) {
+		conn = bpf_map_lookup_elem(&sluice_xdp_conns_v1, &pkt.key);
+		if (conn) {
+			backend_id = conn->backend_id;
+			be = xdp_backend_get(backend_id);
+		}
+	}
+	if (!be) {
+		/* New flow, TCP SYN, or the flow's backend was removed: a fresh choice. */
+		struct xdp_conn fresh = {};
+
+		reason = XDP_LB_TX_NEW_FLOW;
+		backend_id = xdp_maglev_pick(vip, xdp_key_hash(&pkt.key, pkt.family));
+		be = xdp_backend_get(backend_id);
+		if (!be)
+			return xdp_verdict(XDP_LB_DROP_NO_BACKEND, bytes);
+		fresh.backend_id = backend_id;
+		fresh.vip_id = vip->vip_id;
+		bpf_map_update_elem(&sluice_xdp_conns_v1, &pkt.key, &fresh, BPF_ANY);
+	}
+
+	/* Element-wise (volatile) copies: the loader's values, not the zeros the compiler saw. */
+	__u8 saddr6[16], gw_mac[6];
+
+#pragma unroll
+	for (int i = 0; i < 16; i++)
+		saddr6[i] = encap_saddr6[i];
+#pragma unroll
+	for (int i = 0; i < 6; i++)
+		gw_mac[i] = gateway_mac[i];
+	err = xdp_build_outer(&out, &pkt, be, encap_saddr4, saddr6);
+	if (!err)
+		err = xdp_encap(ctx, &pkt, &out, gw_mac);
+	if (err)
+		return xdp_verdict(XDP_LB_DROP_ENCAP, bytes);
+
+	xdp_count(&sluice_xdp_vip_stats_v1, vip->vip_id, bytes);
+	xdp_count(&sluice_xdp_backend_stats_v1, backend_id, bytes);
+	return xdp_verdict(reason, bytes);
+}
+
+/* Backend side: strips an outer IPIP / IP6IP6 / 4in6 / 6in4 header; everything else passes as is.
+ */
+SEC("xdp")
+int xdp_decap_tunnel(struct xdp_md *ctx)
+{
+	xdp_decap(ctx);
+	return XDP_PASS;
+}
+
+/* A bare XDP_PASS: the benchmark's baseline, and the program veth peers need for XDP_TX. */
+SEC("xdp")
+int xdp_pass(struct xdp_md *ctx)
+{
+	return XDP_PASS;
+}
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";
