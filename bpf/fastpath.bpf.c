@@ -11,6 +11,10 @@
  * direction that ever sent on the normal path (peer not yet in the map) stays there, so redirected
  * bytes never overtake TCP bytes.
  *
+ * Where it wins: redirect beats TCP for request/response, but loses for one-way streaming of small
+ * writes (each redirect costs more than a loopback segment); a side that keeps sending while its
+ * peer stays silent past max_streak_msgs / max_streak_bytes moves to the normal path.
+ *
  * Backpressure: redirected bytes are not bounded by the receiver's buffer, so a direction redirects
  * only while the peer holds fewer than max_queued_bytes unread; past that it moves to the normal
  * path, where TCP's own flow control pushes back on the sender.
@@ -46,6 +50,15 @@ struct {
 	__type(value, __u64);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } sluice_fp_sockaddr_v1 SEC(".maps");
+
+/* Send streaks per connection (by canonical key): one-way streaming leaves the fast path. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, FP_MAX_SOCKETS);
+	__type(key, struct fp_sock_key);
+	__type(value, struct fp_conn);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} sluice_fp_conns_v1 SEC(".maps");
 
 /* Listening sockets that do not block, so their accepted sockets may join before accept(). */
 struct {
@@ -187,6 +200,8 @@ int fp_sockops(struct bpf_sock_ops *ops)
 				bpf_map_delete_elem(&sluice_fp_listeners_v1, &lk);
 			fp_key_set_netns(&key, netns);
 			bpf_map_delete_elem(&sluice_fp_sockaddr_v1, &key);
+			if (fp_key_is_canonical(&key))
+				bpf_map_delete_elem(&sluice_fp_conns_v1, &key);
 		}
 		return 1;
 	case BPF_SOCK_OPS_TCP_LISTEN_CB:
@@ -262,6 +277,46 @@ static __always_inline int fp_pass(struct fp_stats *stats, struct fp_sock_state 
 	return SK_PASS;
 }
 
+/*
+ * Counts a send of `size` bytes into the connection's streaks; true when this side has now sent
+ * more than the limits allow while its peer stayed silent (one-way streaming, where redirect loses
+ * to TCP). `peer_key` is the peer's key, so this side's own key is its reverse.
+ */
+static __always_inline bool fp_streaming(const struct fp_config *cfg,
+					 const struct fp_sock_key *peer_key, __u32 size)
+{
+	struct fp_sock_key own = {};
+	struct fp_conn *conn, fresh = {};
+	bool canonical;
+
+	if (!cfg->max_streak_msgs && !cfg->max_streak_bytes)
+		return false;
+	fp_key_reverse(peer_key, &own);
+	canonical = fp_key_is_canonical(&own);
+	conn = bpf_map_lookup_elem(&sluice_fp_conns_v1, canonical ? &own : peer_key);
+	if (!conn) {
+		bpf_map_update_elem(&sluice_fp_conns_v1, canonical ? &own : peer_key, &fresh,
+				    BPF_NOEXIST);
+		conn = bpf_map_lookup_elem(&sluice_fp_conns_v1, canonical ? &own : peer_key);
+		if (!conn)
+			return false;
+	}
+	if (canonical) {
+		conn->streak_bytes0 += size;
+		conn->streak_msgs0++;
+		conn->streak_bytes1 = 0;
+		conn->streak_msgs1 = 0;
+		return (cfg->max_streak_msgs && conn->streak_msgs0 > cfg->max_streak_msgs) ||
+		       (cfg->max_streak_bytes && conn->streak_bytes0 > cfg->max_streak_bytes);
+	}
+	conn->streak_bytes1 += size;
+	conn->streak_msgs1++;
+	conn->streak_bytes0 = 0;
+	conn->streak_msgs0 = 0;
+	return (cfg->max_streak_msgs && conn->streak_msgs1 > cfg->max_streak_msgs) ||
+	       (cfg->max_streak_bytes && conn->streak_bytes1 > cfg->max_streak_bytes);
+}
+
 SEC("sk_msg")
 int fp_msg(struct sk_msg_md *msg)
 {
@@ -300,6 +355,8 @@ int fp_msg(struct sk_msg_md *msg)
 	 */
 	if (!cfg->allow_blocking && fp_sock_blocking(*peer) == FP_SOCK_BLOCKING)
 		return fp_pass(stats, state, stats ? &stats->fallback_blocking : NULL, size);
+	if (fp_streaming(cfg, &key, size))
+		return fp_pass(stats, state, stats ? &stats->fallback_streaming : NULL, size);
 	unread = fp_peer_unread_bytes(*peer);
 	if (unread < 0 || (__u64)unread + size > cfg->max_queued_bytes)
 		return fp_pass(stats, state, stats ? &stats->fallback_backpressure : NULL, size);

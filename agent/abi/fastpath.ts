@@ -41,6 +41,8 @@ export const FpConfigCodec = defineStruct('fp_config', [
   ['max_queued_bytes', u32],
   ['max_msg_bytes', u32],
   ['allow_blocking', u32],
+  ['max_streak_msgs', u32],
+  ['max_streak_bytes', u32],
   ['pad', u32],
 ]);
 
@@ -60,6 +62,15 @@ export const FpStatsCodec = defineStruct('fp_stats', [
   ['state_failures', u64],
   ['skipped_blocking', u64],
   ['fallback_blocking', u64],
+  ['fallback_streaming', u64],
+]);
+
+/** Per-connection send streaks (by the connection's canonical key). */
+export const FpConnCodec = defineStruct('fp_conn', [
+  ['streak_bytes0', u64],
+  ['streak_bytes1', u64],
+  ['streak_msgs0', u32],
+  ['streak_msgs1', u32],
 ]);
 
 /** Per-socket sticky mode (socket local storage). */

@@ -9,7 +9,8 @@
  */
 import { randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, rmSync } from 'node:fs';
-import { join, resolve } from 'node:path';
+import { join } from 'node:path';
+import { packageRoot } from '../../native';
 import type { BpfLink, BpfMap, BpfObject, NativeBpf } from '../../native/types';
 import {
   FP_SCOPE_ALL,
@@ -29,6 +30,7 @@ export const MAP_CONFIG = 'sluice_fp_config_v1';
 export const MAP_STATS = 'sluice_fp_stats_v1';
 export const MAP_ENDPOINTS = 'sluice_fp_endpoints_v1';
 export const MAP_LISTENERS = 'sluice_fp_listeners_v1';
+export const MAP_CONNS = 'sluice_fp_conns_v1';
 
 export interface FastPathCounters {
   inserts: bigint;
@@ -45,6 +47,7 @@ export interface FastPathCounters {
   stateFailures: bigint;
   skippedBlocking: bigint;
   fallbackBlocking: bigint;
+  fallbackStreaming: bigint;
 }
 
 export interface Endpoint {
@@ -59,7 +62,7 @@ export interface ProbeResult {
 }
 
 export function defaultObjectPath(): string {
-  return resolve(__dirname, '..', '..', 'build', 'bpf', FASTPATH_OBJECT);
+  return join(packageRoot(__dirname), 'build', 'bpf', FASTPATH_OBJECT);
 }
 
 /**
@@ -114,6 +117,7 @@ function sumCounters(perCpu: Buffer[]): FastPathCounters {
     stateFailures: 0n,
     skippedBlocking: 0n,
     fallbackBlocking: 0n,
+    fallbackStreaming: 0n,
   };
   for (const buf of perCpu) {
     const s = FpStatsCodec.decode(buf);
@@ -131,6 +135,7 @@ function sumCounters(perCpu: Buffer[]): FastPathCounters {
     total.stateFailures += s.state_failures;
     total.skippedBlocking += s.skipped_blocking;
     total.fallbackBlocking += s.fallback_blocking;
+    total.fallbackStreaming += s.fallback_streaming;
   }
   return total;
 }
@@ -163,7 +168,11 @@ export class FastPath {
     mkdirSync(this.options.pinRoot, { recursive: true });
     const object = this.options.bpf.loadObject(objectPath, {
       pinRoot: this.options.pinRoot,
-      mapMaxEntries: { [MAP_SOCKS]: this.settings.maxSockets, [MAP_SOCKADDR]: this.settings.maxSockets },
+      mapMaxEntries: {
+        [MAP_SOCKS]: this.settings.maxSockets,
+        [MAP_SOCKADDR]: this.settings.maxSockets,
+        [MAP_CONNS]: this.settings.maxSockets,
+      },
     });
     this.object = object;
     try {
@@ -180,6 +189,19 @@ export class FastPath {
   setEnabled(enabled: boolean): void {
     this.settings = { ...this.settings, enabled };
     this.writeConfig();
+  }
+
+  /** Applies new run-time settings (all but the capacity, which needs a reload). */
+  configure(settings: FastPathSettings): void {
+    if (settings.maxSockets !== this.settings.maxSockets && this.object) {
+      throw new Error('fastpath.maxSockets: capacity changes need a restart of the fast path');
+    }
+    this.settings = settings;
+    if (this.object) this.writeConfig();
+  }
+
+  get current(): FastPathSettings {
+    return this.settings;
   }
 
   get enabled(): boolean {
@@ -273,6 +295,8 @@ export class FastPath {
         max_queued_bytes: s.maxQueuedBytes,
         max_msg_bytes: s.maxMessageBytes,
         allow_blocking: s.allowBlockingSockets ? 1 : 0,
+        max_streak_msgs: s.maxStreakMessages,
+        max_streak_bytes: s.maxStreakBytes,
       }),
     );
   }

@@ -14,6 +14,13 @@ export interface FastPathSettings {
   readonly maxQueuedBytes: number;
   /** A connection whose first send is larger than this stays on the normal path (0: no limit). */
   readonly maxMessageBytes: number;
+  /**
+   * One-way streaming policy: a side that sends more than this many times in a row while its peer stays
+   * silent moves to the normal path (redirect loses to TCP for streams of small writes). 0: no limit.
+   */
+  readonly maxStreakMessages: number;
+  /** The same in bytes (so 1 MiB request/response stays, bulk streams leave). 0: no limit. */
+  readonly maxStreakBytes: number;
   /** Sockhash capacity (sockets; two per connection). A full map sends new connections the normal way. */
   readonly maxSockets: number;
   /**
@@ -28,6 +35,8 @@ export const FASTPATH_DEFAULTS: FastPathSettings = Object.freeze({
   scope: 'mesh',
   maxQueuedBytes: 4 * 1024 * 1024,
   maxMessageBytes: 0,
+  maxStreakMessages: 64,
+  maxStreakBytes: 2 * 1024 * 1024,
   maxSockets: 65536,
   allowBlockingSockets: false,
 });
@@ -75,6 +84,8 @@ export function parseFastPathSettings(
     // The peer's queue is a u32 in the kernel; 1 GiB is already far past any sane bound.
     maxQueuedBytes: integer('maxQueuedBytes', merged.maxQueuedBytes, 0, 1024 * 1024 * 1024),
     maxMessageBytes: integer('maxMessageBytes', merged.maxMessageBytes, 0, 0xffffffff),
+    maxStreakMessages: integer('maxStreakMessages', merged.maxStreakMessages, 0, 0xffffffff),
+    maxStreakBytes: integer('maxStreakBytes', merged.maxStreakBytes, 0, 0xffffffff),
     maxSockets: integer('maxSockets', merged.maxSockets, 2, 1 << 24),
     allowBlockingSockets: boolean('allowBlockingSockets', merged.allowBlockingSockets),
   });

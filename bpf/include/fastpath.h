@@ -59,7 +59,20 @@ struct fp_config {
 				   path (0: no limit) */
 	__u32 allow_blocking;	/* 1: also take blocking sockets (kernel returns EAGAIN to their
 				   reads: tests only) */
+	__u32 max_streak_msgs;	/* sends in a row from one side (peer silent) before it leaves the
+				   fast path; 0: off */
+	__u32 max_streak_bytes; /* bytes in a row from one side (peer silent) before it leaves the
+				   fast path; 0: off */
 	__u32 pad;		/* zero */
+};
+
+/* Per-connection send streaks, keyed by the connection's canonical fp_sock_key
+ * (fp_key_is_canonical). */
+struct fp_conn {
+	__u64 streak_bytes0; /* bytes the canonical side sent since the other side last sent */
+	__u64 streak_bytes1; /* bytes the other side sent since the canonical side last sent */
+	__u32 streak_msgs0;  /* sends of the canonical side since the other side last sent */
+	__u32 streak_msgs1;  /* sends of the other side since the canonical side last sent */
 };
 
 /* A listening socket, so the passive side of its connections can be judged before accept(). */
@@ -93,6 +106,8 @@ struct fp_stats {
 				   docs/fastpath.md) */
 	__u64 fallback_blocking; /* connections moved to the normal path: the peer became a blocking
 				    socket */
+	__u64 fallback_streaming; /* connections moved to the normal path: one-way streaming (streak
+				     limits) */
 };
 
 /* Per-socket state (socket local storage), one per direction of a connection. */

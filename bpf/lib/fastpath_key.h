@@ -107,4 +107,32 @@ static __always_inline void fp_key_set_netns(struct fp_sock_key *key, __u64 cook
 	key->netns = fp_addresses_local(key) ? cookie : 0;
 }
 
+/*
+ * True when `key` (a socket's own key) is the canonical key of its connection: the side whose local
+ * port is lower, or with equal ports the lower local address. Both sides agree on it.
+ */
+static __always_inline bool fp_key_is_canonical(const struct fp_sock_key *key)
+{
+	if (key->local_port != key->remote_port)
+		return key->local_port < key->remote_port;
+	if (key->local_ip[0] != key->remote_ip[0])
+		return bpf_ntohl(key->local_ip[0]) < bpf_ntohl(key->remote_ip[0]);
+	if (key->local_ip[1] != key->remote_ip[1])
+		return bpf_ntohl(key->local_ip[1]) < bpf_ntohl(key->remote_ip[1]);
+	if (key->local_ip[2] != key->remote_ip[2])
+		return bpf_ntohl(key->local_ip[2]) < bpf_ntohl(key->remote_ip[2]);
+	return bpf_ntohl(key->local_ip[3]) <= bpf_ntohl(key->remote_ip[3]);
+}
+
+/* The same connection seen from the other side. */
+static __always_inline void fp_key_reverse(const struct fp_sock_key *in, struct fp_sock_key *out)
+{
+	out->netns = in->netns;
+	__builtin_memcpy(out->local_ip, in->remote_ip, sizeof(out->local_ip));
+	__builtin_memcpy(out->remote_ip, in->local_ip, sizeof(out->remote_ip));
+	out->local_port = in->remote_port;
+	out->remote_port = in->local_port;
+	out->pad = 0;
+}
+
 #endif /* SLUICE_FASTPATH_KEY_H */

@@ -135,7 +135,11 @@ describePrivileged('same-node fast path', () => {
       fp.setEnabled(false);
       const plain = await io(['stall', 256 * MiB], false);
       expect(plain).toMatchObject({ ok: true, capped: false, eagain: 0, mismatch: 0 });
-      fp.setEnabled(true);
+      // The bound itself, with the streaming policy (which would move this one-way sender off sooner) off.
+      const defaults = fp.current;
+      fp.configure(
+        parseFastPathSettings({ enabled: true, scope: 'all', maxStreakMessages: 0, maxStreakBytes: 0 }),
+      );
       const before = fp.counters();
       // Non-blocking sender and reader: the fast path takes this connection.
       const fast = await io(['stall', 256 * MiB], true);
@@ -151,6 +155,24 @@ describePrivileged('same-node fast path', () => {
         const again = await io(['stall', 64 * MiB], true);
         expect(again, `round ${round}`).toMatchObject({ ok: true, capped: false, eagain: 0, mismatch: 0 });
       }
+      fp.configure(defaults);
+    });
+
+    it('moves one-way streams to the normal path and keeps request/response on the fast path', async () => {
+      fp.setEnabled(true);
+      let before = fp.counters();
+      const bulk = await io(['bulk', 1024, 16 * MiB], true);
+      expect(bulk.ok).toBe(true);
+      let after = fp.counters();
+      expect(delta(after, before, 'fallbackStreaming')).toBe(1n);
+      // 64 sends redirected at most before the switch, the rest on TCP.
+      expect(delta(after, before, 'redirectedBytes')).toBeLessThanOrEqual(65n * 1024n);
+      before = fp.counters();
+      const pp = await io(['pingpong', 1024, 2000], true);
+      expect(pp.ok).toBe(true);
+      after = fp.counters();
+      expect(delta(after, before, 'fallbackStreaming')).toBe(0n);
+      expect(delta(after, before, 'redirectedBytes')).toBeGreaterThanOrEqual(2n * 2200n * 1024n);
     });
   });
 

@@ -3,11 +3,19 @@
  * loopback connections are under the cgroup's BPF hooks, and returns the JSON line it prints.
  * Used by test/bpf/fastpath*.test.ts and bench/fastpath.ts.
  */
-import { existsSync } from 'node:fs';
-import { resolve } from 'node:path';
-import type { Netns, Sandbox } from './sandbox';
 
-export const FASTPATH_IO = resolve(__dirname, '../../build/fastpath-io');
+import type { ChildProcess } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import { packageRoot } from '../../native';
+import type { Netns, SpawnOptions } from './sandbox';
+
+/** What the runner needs of a sandbox: test/support/sandbox.ts, or bench/fastpath-sandbox.ts. */
+export interface Spawner {
+  spawn(argv: readonly string[], options?: SpawnOptions): ChildProcess;
+}
+
+export const FASTPATH_IO = join(packageRoot(__dirname), 'build', 'fastpath-io');
 
 export interface FastpathIoOptions {
   /** O_NONBLOCK sockets driven by poll() (-n), as event loops use them; default blocking reads. */
@@ -27,8 +35,8 @@ export function fastpathIoAvailable(): string | undefined {
 
 /** Runs one scenario; rejects on a crash, a timeout or output that is not one JSON object. */
 export function runFastpathIo(
-  sandbox: Sandbox,
-  netns: Netns,
+  sandbox: Spawner,
+  netns: Netns | undefined,
   args: readonly (string | number)[],
   options: FastpathIoOptions = {},
 ): Promise<FastpathIoResult> {
@@ -38,7 +46,7 @@ export function runFastpathIo(
     ...(options.port ? ['-p', String(options.port)] : []),
   ];
   const argv = [FASTPATH_IO, ...flags, ...args.map(String)];
-  const child = sandbox.spawn(argv, { netns, inCgroup: true });
+  const child = sandbox.spawn(argv, netns ? { netns, inCgroup: true } : {});
   let stdout = '';
   let stderr = '';
   child.stdout?.on('data', (d: Buffer) => {
@@ -70,13 +78,16 @@ export function runFastpathIo(
 
 /** Starts a scenario that prints a first line and keeps running (hold); resolves with that line. */
 export function startFastpathIo(
-  sandbox: Sandbox,
-  netns: Netns,
+  sandbox: Spawner,
+  netns: Netns | undefined,
   args: readonly (string | number)[],
   options: FastpathIoOptions = {},
 ): Promise<{ first: FastpathIoResult; exited: Promise<void> }> {
   const flags = [...(options.ipv6 ? ['-6'] : []), ...(options.nonblocking ? ['-n'] : [])];
-  const child = sandbox.spawn([FASTPATH_IO, ...flags, ...args.map(String)], { netns, inCgroup: true });
+  const child = sandbox.spawn(
+    [FASTPATH_IO, ...flags, ...args.map(String)],
+    netns ? { netns, inCgroup: true } : {},
+  );
   const exited = new Promise<void>((r) => child.on('exit', () => r()));
   return new Promise((resolvePromise, reject) => {
     let stdout = '';
