@@ -4,7 +4,10 @@
  * stale connected-UDP reaper; a failed load is logged and the datapath runs without it). All share one
  * set of maps pinned by name under `pinRoot`, sized by the capacity settings.
  */
+import { execFile, execFileSync } from 'node:child_process';
+import { rmSync } from 'node:fs';
 import { join } from 'node:path';
+import { promisify } from 'node:util';
 import type { BpfLink, BpfObject, NativeBpf } from '../../native/types';
 import { SocketLbDatapath } from './datapath';
 import type { LbMapSet } from './lb-maps';
@@ -24,6 +27,11 @@ export interface LoadSocketLbOptions {
   settings: LbSettings;
   /** load the stale-UDP reaper (default true) */
   reaper?: boolean;
+  /**
+   * Network namespaces (paths such as /run/netns/x) whose UDP sockets the reaper also walks; a BPF
+   * socket iterator sees only the namespace it is read from, so these are read through nsenter.
+   */
+  reapNetns?: string[];
   log?: SocketLbLogger;
 }
 
@@ -38,6 +46,10 @@ export const SOCK_LB_PROGRAMS = [
   'sluice_getpeername6',
 ] as const;
 
+let reaperPins = 0;
+const execFileAsync = promisify(execFile);
+const countLines = (out: string): number => out.split('\n').filter(Boolean).length;
+
 export class SocketLb {
   private constructor(
     private readonly bpf: NativeBpf,
@@ -46,6 +58,9 @@ export class SocketLb {
     readonly reaper: BpfObject | undefined,
     readonly maps: LbMapSet,
     readonly datapath: SocketLbDatapath,
+    private readonly reaperPin: string | undefined,
+    /** extra namespaces the reaper walks (see LoadSocketLbOptions.reapNetns) */
+    readonly reapNetns: string[],
   ) {}
 
   static load(bpf: NativeBpf, options: LoadSocketLbOptions): SocketLb {
@@ -74,9 +89,22 @@ export class SocketLb {
     const writer = createBpfDatapathWriter(maps, options.settings);
     const holder: { lb?: SocketLb } = {};
     const datapath = new SocketLbDatapath(writer, options.settings, () => {
-      holder.lb?.reapStaleUdp();
+      holder.lb?.scheduleReap(options.log);
     });
-    holder.lb = new SocketLb(bpf, sockLb, sockops, reaper, maps, datapath);
+    // The iterator is pinned so processes in other namespaces can read (run) it.
+    let reaperPin: string | undefined;
+    if (reaper) {
+      const link = reaper.program('sluice_reap_udp').attachIter();
+      reaperPin = join(options.pinRoot, `sluice_lb_reap_udp_link_${process.pid}_${++reaperPins}`);
+      try {
+        link.pin(reaperPin);
+      } finally {
+        link.close();
+      }
+    }
+    holder.lb = new SocketLb(bpf, sockLb, sockops, reaper, maps, datapath, reaperPin, [
+      ...(options.reapNetns ?? []),
+    ]);
     return holder.lb;
   }
 
@@ -97,18 +125,92 @@ export class SocketLb {
     return this.reaper !== undefined;
   }
 
-  /** Destroys connected UDP sockets whose backend left its service; returns how many (undefined: no reaper). */
-  reapStaleUdp(): number | undefined {
-    if (!this.reaper) return undefined;
-    const link = this.reaper.program('sluice_reap_udp').attachIter();
+  /**
+   * Destroys connected UDP sockets whose backend left its service, in this namespace and in reapNetns;
+   * returns how many (undefined: no reaper). A namespace that cannot be entered is logged and skipped.
+   */
+  reapStaleUdp(log?: SocketLbLogger): number | undefined {
+    if (!this.reaper || !this.reaperPin) return undefined;
+    const count = (out: string): number => out.split('\n').filter(Boolean).length;
+    const link = this.bpf.openPinnedLink(this.reaperPin);
+    let destroyed: number;
     try {
-      return this.bpf.runIter(link).toString('utf8').split('\n').filter(Boolean).length;
+      destroyed = count(this.bpf.runIter(link).toString('utf8'));
+    } finally {
+      link.close();
+    }
+    for (const netns of this.reapNetns) {
+      try {
+        destroyed += count(
+          execFileSync('nsenter', [`--net=${netns}`, 'cat', this.reaperPin], {
+            encoding: 'utf8',
+            timeout: 5000,
+          }),
+        );
+      } catch (error) {
+        log?.warn({ err: error, netns }, 'stale-UDP reaper could not walk a namespace');
+      }
+    }
+    return destroyed;
+  }
+
+  private reapRunning: Promise<void> | undefined;
+  private reapAgain = false;
+
+  /**
+   * Runs the reaper soon, off the sync path; removals that land while one runs coalesce into one more
+   * run. Resolves when the namespaces have been walked.
+   */
+  scheduleReap(log?: SocketLbLogger): Promise<void> {
+    if (!this.reaper) return Promise.resolve();
+    if (this.reapRunning) {
+      this.reapAgain = true;
+      return this.reapRunning;
+    }
+    const run = async (): Promise<void> => {
+      do {
+        this.reapAgain = false;
+        await new Promise((r) => setImmediate(r));
+        try {
+          const own = this.reapOwnNetns();
+          const others = await Promise.all(this.reapNetns.map((netns) => this.reapOtherNetns(netns, log)));
+          const destroyed = own + others.reduce((a, b) => a + b, 0);
+          if (destroyed > 0)
+            log?.info?.({ destroyed }, 'destroyed connected UDP sockets of removed backends');
+        } catch (error) {
+          log?.warn({ err: error }, 'stale-UDP reaper run failed');
+        }
+      } while (this.reapAgain);
+      this.reapRunning = undefined;
+    };
+    this.reapRunning = run();
+    return this.reapRunning;
+  }
+
+  private reapOwnNetns(): number {
+    const link = this.bpf.openPinnedLink(this.reaperPin!);
+    try {
+      return countLines(this.bpf.runIter(link).toString('utf8'));
     } finally {
       link.close();
     }
   }
 
+  private async reapOtherNetns(netns: string, log?: SocketLbLogger): Promise<number> {
+    try {
+      const { stdout } = await execFileAsync('nsenter', [`--net=${netns}`, 'cat', this.reaperPin!], {
+        encoding: 'utf8',
+        timeout: 5000,
+      });
+      return countLines(stdout);
+    } catch (error) {
+      log?.warn({ err: error, netns }, 'stale-UDP reaper could not walk a namespace');
+      return 0;
+    }
+  }
+
   close(): void {
+    if (this.reaperPin) rmSync(this.reaperPin, { force: true });
     this.reaper?.close();
     this.sockops.close();
     this.sockLb.close();

@@ -4,7 +4,8 @@
  * what getpeername()/recvfrom() showed. Every assertion rests on what the kernel did to a real socket.
  */
 import type { ChildProcess } from 'node:child_process';
-import { resolve } from 'node:path';
+import { mkdirSync } from 'node:fs';
+import { join, resolve } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { readBackendCounters, readServiceCounters } from '../../agent/datapath/counters';
@@ -47,7 +48,7 @@ describePrivileged('socket-LB (cgroup hooks, real sockets)', () => {
   let lb: SocketLb;
   let links: BpfLink[] = [];
   const servers: ChildProcess[] = [];
-  const settings = resolveLbSettings({ reclaimGraceMs: 5 });
+  const settings = resolveLbSettings({ reclaimGraceMs: 2 });
 
   beforeAll(async () => {
     box = createSandbox('sock-lb');
@@ -66,7 +67,12 @@ describePrivileged('socket-LB (cgroup hooks, real sockets)', () => {
         ]),
       );
     }
-    lb = SocketLb.load(bpf, { objectDir: OBJECT_DIR, pinRoot: box.bpffsDir, settings });
+    lb = SocketLb.load(bpf, {
+      objectDir: OBJECT_DIR,
+      pinRoot: box.bpffsDir,
+      settings,
+      reapNetns: [`/run/netns/${ns.name}`],
+    });
     links = lb.attach(box.cgroupPath);
   });
 
@@ -141,6 +147,312 @@ describePrivileged('socket-LB (cgroup hooks, real sockets)', () => {
       expect(mapped.totals.errors).toBe(0);
       expect(new Set(mapped.attempts.map((a) => a.name))).toEqual(new Set(['a', 'b']));
       expect(mapped.totals.peers).toEqual({ '[::ffff:10.96.0.10]:80': 30 });
+    });
+  });
+
+  describe('policies', () => {
+    it('weighted: each backend gets its share within ±3% over 100 000 connects', async () => {
+      const weights: Record<'a' | 'b' | 'c', number> = { a: 1, b: 3, c: 6 };
+      await lb.datapath.sync([
+        service(
+          '10.96.0.30',
+          53,
+          [udp('a'), udp('b'), udp('c')].map((b, i) => ({ ...b, weight: [1, 3, 6][i] })),
+          {
+            protocol: 'udp',
+            algorithm: 'weighted',
+          },
+        ),
+      ]);
+      const { totals } = await runLbClient(
+        box,
+        ns,
+        '10.96.0.30:53',
+        { proto: 'udp-connected', count: 100_000, concurrency: 16, summary: true },
+        120_000,
+      );
+      expect(totals.errors).toBe(0);
+      const total = totals.ok;
+      for (const [name, weight] of Object.entries(weights)) {
+        const share = (totals.names[name] ?? 0) / total;
+        const expected = weight / 10;
+        expect(Math.abs(share - expected) / expected, `${name}: ${share} vs ${expected}`).toBeLessThan(0.03);
+      }
+    });
+
+    it('round-robin: strict rotation on one CPU, counts within one per CPU overall', async () => {
+      await lb.datapath.sync([
+        service('10.96.0.31', 80, [tcp('a'), tcp('b'), tcp('c')], { algorithm: 'round-robin' }),
+      ]);
+      const client = box.spawn(
+        [
+          'taskset',
+          '-c',
+          '0',
+          'node',
+          resolve(__dirname, '../fixtures/lb-client.js'),
+          '--target',
+          '10.96.0.31:80',
+          '--count',
+          '30',
+        ],
+        { netns: ns, inCgroup: true },
+      );
+      const lines: string[] = [];
+      let out = '';
+      client.stdout?.on('data', (c: Buffer) => {
+        out += c.toString();
+      });
+      await new Promise((r) => client.on('exit', r));
+      lines.push(...out.trim().split('\n'));
+      const names = lines
+        .map((l) => JSON.parse(l) as { name?: string })
+        .flatMap((p) => (p.name ? [p.name] : []));
+      expect(names).toHaveLength(30);
+      // one CPU: each window of three holds all three backends, in a fixed order
+      for (let i = 3; i < names.length; i++) expect(names[i]).toBe(names[i - 3]);
+      expect(new Set(names.slice(0, 3)).size).toBe(3);
+
+      const spread = await runLbClient(box, ns, '10.96.0.31:80', {
+        count: 300,
+        concurrency: 4,
+        summary: true,
+      });
+      expect(spread.totals.errors).toBe(0);
+      const counts = Object.values(spread.totals.names);
+      expect(counts).toHaveLength(3);
+      expect(Math.max(...counts) - Math.min(...counts)).toBeLessThanOrEqual(bpf.possibleCpus());
+    });
+
+    it('least-connections: new connects go to the idle backend', async () => {
+      await lb.datapath.sync([service('10.96.0.32', 80, [tcp('a')], { algorithm: 'least-connections' })]);
+      const holder = startLbClient(box, ns, '10.96.0.32:80', { count: 20, hold: true, summary: true });
+      const held = await holder.totals;
+      expect(held.names).toEqual({ a: 20 });
+      await lb.datapath.sync([
+        service('10.96.0.32', 80, [tcp('a'), tcp('b')], { algorithm: 'least-connections' }),
+      ]);
+      const idA = backendId('10.96.0.32', 80, V4.a, PORT);
+      expect(readBackendCounters(lb.maps, idA).active).toBe(20n);
+      const { totals } = await runLbClient(box, ns, '10.96.0.32:80', { count: 50, summary: true });
+      expect(totals.errors).toBe(0);
+      expect(totals.names.b ?? 0).toBeGreaterThanOrEqual(48);
+      await holder.stop();
+      await sleep(200);
+      expect(readBackendCounters(lb.maps, idA).active).toBe(0n);
+    });
+
+    it('affinity: a client sticks to one backend while it remains in the service', async () => {
+      const all = [tcp('a'), tcp('b'), tcp('c')];
+      await lb.datapath.sync([service('10.96.0.33', 80, all, { affinity: { timeoutSeconds: 60 } })]);
+      const first = await runLbClient(box, ns, '10.96.0.33:80', { count: 30, summary: true });
+      expect(first.totals.errors).toBe(0);
+      const names = Object.keys(first.totals.names);
+      expect(names).toHaveLength(1);
+      const stuck = names[0] as Name;
+      // the remembered backend leaves: the client moves, and sticks again
+      await lb.datapath.sync([
+        service(
+          '10.96.0.33',
+          80,
+          all.filter((b) => b.address !== V4[stuck]),
+          { affinity: { timeoutSeconds: 60 } },
+        ),
+      ]);
+      const moved = await runLbClient(box, ns, '10.96.0.33:80', { count: 30, summary: true });
+      expect(moved.totals.errors).toBe(0);
+      expect(Object.keys(moved.totals.names)).toHaveLength(1);
+      expect(moved.totals.names[stuck]).toBeUndefined();
+      // without affinity the same service spreads
+      await lb.datapath.sync([service('10.96.0.33', 80, all)]);
+      const spread = await runLbClient(box, ns, '10.96.0.33:80', { count: 60, summary: true });
+      expect(Object.keys(spread.totals.names).length).toBeGreaterThan(1);
+    });
+  });
+
+  describe('updates', () => {
+    it('never shows connect() a half-written backend set while thousands of updates land', async () => {
+      const sets: BackendSpec[][] = [
+        [tcp('a'), tcp('b', 3)],
+        [tcp('c')],
+        [tcp('a', 2), tcp('b'), tcp('c', 5)],
+        [tcp('b')],
+        [tcp('c', 7), tcp('a')],
+      ];
+      await lb.datapath.sync([service('10.96.0.40', 80, sets[0]!)]);
+      const client = startLbClient(box, ns, '10.96.0.40:80', {
+        concurrency: 2,
+        summary: true,
+        timeoutMs: 1000,
+      });
+      let updates = 0;
+      const deadline = Date.now() + 20_000;
+      while (updates < 2000 && Date.now() < deadline) {
+        await lb.datapath.sync([service('10.96.0.40', 80, sets[updates % sets.length]!)]);
+        updates++;
+      }
+      const { totals } = await client.stop();
+      expect(updates).toBeGreaterThanOrEqual(1000);
+      expect(totals.ok).toBeGreaterThan(100);
+      expect(totals.codes).toEqual({});
+      // d is in no set: a connect that saw a torn table would have been refused or gone astray
+      expect(Object.keys(totals.names).sort()).toEqual(['a', 'b', 'c']);
+    });
+
+    it('adopts pinned maps on restart: same ids, nothing rewritten, traffic undisturbed', async () => {
+      const services = [
+        service('10.96.0.41', 80, [tcp('a'), tcp('b')]),
+        service('10.96.0.42', 80, [tcp('c')]),
+      ];
+      await lb.datapath.sync(services);
+      const before = lb.datapath.writer.state;
+      const client = startLbClient(box, ns, '10.96.0.41:80', {
+        concurrency: 2,
+        summary: true,
+        timeoutMs: 1000,
+      });
+      await sleep(200);
+      const second = SocketLb.load(bpf, { objectDir: OBJECT_DIR, pinRoot: box.bpffsDir, settings });
+      try {
+        const restored = second.datapath.writer.state;
+        expect([...restored.services.keys()].sort()).toEqual([...before.services.keys()].sort());
+        for (const [key, s] of before.services) {
+          const r = restored.services.get(key)!;
+          expect(r.id).toBe(s.id);
+          expect(r.generation).toBe(s.generation);
+          expect(r.slots).toEqual(s.slots);
+          expect([...r.members.values()].map((m) => m.id).sort()).toEqual(
+            [...s.members.values()].map((m) => m.id).sort(),
+          );
+        }
+        const result = await second.datapath.sync(services);
+        expect(
+          result.plan.backendWrites.length + result.plan.slotWrites.length + result.plan.serviceWrites.length,
+        ).toBe(0);
+      } finally {
+        second.close();
+      }
+      await sleep(200);
+      const { totals } = await client.stop();
+      expect(totals.ok).toBeGreaterThan(10);
+      expect(totals.codes).toEqual({});
+    });
+
+    it('refuses a change past a capacity with an error naming the setting, writing nothing', async () => {
+      const small = resolveLbSettings({ maxServices: 4, maxBackends: 8, reclaimGraceMs: 0 });
+      const pinRoot = join(box.bpffsDir, 'small');
+      mkdirSync(pinRoot, { recursive: true });
+      const tiny = SocketLb.load(bpf, { objectDir: OBJECT_DIR, pinRoot, settings: small, reaper: false });
+      try {
+        expect(tiny.maps.services.lookupBatch().keys).toHaveLength(0);
+        const five = Array.from({ length: 5 }, (_, i) => service(`10.98.0.${i + 1}`, 80, [tcp('a')]));
+        await expect(tiny.datapath.sync(five)).rejects.toThrow(LbCapacityError);
+        await expect(tiny.datapath.sync(five)).rejects.toThrow(/lb\.maxServices/);
+        // 9 backends over two services: the second service would be cut short, so nothing is written
+        const nine = [
+          service('10.98.0.1', 80, [tcp('a'), tcp('b'), tcp('c'), tcp('d')]),
+          service('10.98.0.2', 80, [
+            ...NAMES.map((n) => ({ ...tcp(n), port: 9000 })),
+            { address: V4.a, port: 9001 },
+          ]),
+        ];
+        await expect(tiny.datapath.sync(nine)).rejects.toThrow(/lb\.maxBackends/);
+        expect(tiny.maps.services.lookupBatch().keys).toHaveLength(0);
+        expect(tiny.maps.backends.lookupBatch().keys).toHaveLength(0);
+        expect(tiny.maps.slots.lookupBatch().keys).toHaveLength(0);
+      } finally {
+        tiny.close();
+      }
+    });
+
+    it('programs 10 000 services and serves them', async () => {
+      const many: ServiceSpec[] = [];
+      for (let i = 0; i < 10_000; i++) {
+        many.push(service(`10.97.${i >> 8}.${i & 255}`, 80, [tcp('a'), tcp('b'), tcp('c')]));
+      }
+      const result = await lb.datapath.sync(many);
+      expect(result.plan.summary.servicesAdded).toBe(10_000);
+      expect(lb.maps.services.lookupBatch().keys).toHaveLength(10_000);
+      for (const i of [0, 4321, 9999]) {
+        const vip = `10.97.${i >> 8}.${i & 255}`;
+        const { totals } = await runLbClient(box, ns, `${vip}:80`, { count: 6, summary: true });
+        expect(totals.errors).toBe(0);
+        expect(totals.peers).toEqual({ [`${vip}:80`]: 6 });
+      }
+      const cleared = await lb.datapath.sync([]);
+      expect(cleared.plan.summary.servicesRemoved).toBe(10_000);
+      expect(lb.maps.services.lookupBatch().keys).toHaveLength(0);
+      expect(lb.maps.slots.lookupBatch().keys).toHaveLength(0);
+    });
+  });
+
+  describe('outlier ejection and stale sockets', () => {
+    const ejection = { threshold: 3, baseMs: 1500, maxMs: 10_000, maxEjectionPercent: 50 };
+
+    it('ejects a backend after N refused connects and takes it back after the ejection time', async () => {
+      const dead: BackendSpec = { address: DEAD[0]!, port: PORT };
+      await lb.datapath.sync([service('10.96.0.50', 80, [tcp('a'), tcp('b'), dead], { ejection })]);
+      const deadId = backendId('10.96.0.50', 80, DEAD[0]!, PORT);
+      const first = await runLbClient(box, ns, '10.96.0.50:80', { count: 60 });
+      // sequential connects: exactly the threshold fail, then the dead backend is out
+      expect(first.totals.codes).toEqual({ ECONNREFUSED: 3 });
+      expect(first.attempts.slice(-30).every((a) => a.ok)).toBe(true);
+      const counters = readBackendCounters(lb.maps, deadId);
+      expect(counters.ejections).toBe(1n);
+      expect(counters.connectFailures).toBe(3n);
+      expect(readServiceCounters(lb.maps, idOf('10.96.0.50', 80)).ejections).toBe(1n);
+      await sleep(ejection.baseMs + 200);
+      // back in rotation: picked again, fails again, ejected again (for 2 × base this time)
+      const second = await runLbClient(box, ns, '10.96.0.50:80', { count: 60 });
+      expect(second.totals.codes).toEqual({ ECONNREFUSED: 3 });
+      expect(readBackendCounters(lb.maps, deadId).ejections).toBe(2n);
+    });
+
+    it('keeps a floor of backends in use: never ejects past the max-ejection percentage', async () => {
+      const backends: BackendSpec[] = [tcp('a'), ...DEAD.map((address) => ({ address, port: PORT }))];
+      await lb.datapath.sync([service('10.96.0.51', 80, backends, { ejection })]);
+      const { totals } = await runLbClient(box, ns, '10.96.0.51:80', { count: 120, summary: true });
+      expect(totals.ok).toBeGreaterThan(0);
+      const now = process.hrtime.bigint();
+      const ejected = DEAD.filter(
+        (address) =>
+          readBackendCounters(lb.maps, backendId('10.96.0.51', 80, address, PORT)).ejectedUntilNs > now,
+      );
+      // 4 members at 50%: two may be out; the third dead one stays in use and keeps failing
+      expect(ejected).toHaveLength(2);
+      expect(totals.codes.ECONNREFUSED ?? 0).toBeGreaterThan(6);
+      expect(readServiceCounters(lb.maps, idOf('10.96.0.51', 80)).ejections).toBe(2n);
+    });
+
+    it('destroys a connected UDP socket whose backend left, so the client reconnects to a live one', async () => {
+      expect(lb.reaperAvailable).toBe(true);
+      await lb.datapath.sync([service('10.96.0.54', 53, [udp('a')], { protocol: 'udp' })]);
+      const client = startLbClient(box, ns, '10.96.0.54:53', {
+        proto: 'udp-connected',
+        persistent: true,
+        intervalMs: 20,
+        timeoutMs: 500,
+      });
+      for (let waited = 0; client.attempts.length < 4 && waited < 10_000; waited += 50) await sleep(50);
+      expect(client.attempts.length).toBeGreaterThan(3);
+      expect(client.attempts.every((a) => a.name === 'a')).toBe(true);
+      const before = client.attempts.length;
+      // a's server stays up: only the reaper can move this client
+      await lb.datapath.sync([service('10.96.0.54', 53, [udp('b')], { protocol: 'udp' })]);
+      for (
+        let waited = 0;
+        !client.attempts.slice(before).some((a) => a.name === 'b') && waited < 5000;
+        waited += 50
+      ) {
+        await sleep(50);
+      }
+      await sleep(200);
+      const { attempts } = await client.stop();
+      const after = attempts.slice(before);
+      const firstB = after.findIndex((a) => a.name === 'b');
+      expect(firstB).toBeGreaterThanOrEqual(0);
+      expect(after.slice(firstB).every((a) => a.name === 'b')).toBe(true);
+      expect(after.some((a) => !a.ok)).toBe(true);
     });
   });
 });
