@@ -11,6 +11,7 @@
  * case, where bounded concurrency is what keeps the loop responsive.
  *
  * Run: make ts && node dist/bench/health-probes.js [--targets 5000] [--seconds 5]
+ * (about 2 minutes of two busy cores at the defaults.)
  * Writes bench/results/health.md and the `health` section of docs/benchmarks.md.
  */
 import { fork } from 'node:child_process';
@@ -34,6 +35,7 @@ interface Scenario {
   schedule: 'spread' | 'burst' | 'idle';
   concurrency: number;
   startsPerTurn: number;
+  intervalMs: number;
 }
 
 const RESOLUTION_MS = 2;
@@ -49,6 +51,8 @@ interface Result extends Scenario {
   loopMax: number;
   peakQueued: number;
   cpuPerProbeUs: number;
+  /** Prober process CPU time over wall time: near 100% means the one JS thread is saturated. */
+  cpuPercent: number;
 }
 
 // ---- child: the listeners -------------------------------------------------------------------------
@@ -96,12 +100,8 @@ function quantile(sorted: number[], q: number): number {
   return sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))]!;
 }
 
-async function runScenario(
-  scenario: Scenario,
-  ports: number[],
-  seconds: number,
-  intervalMs: number,
-): Promise<Result> {
+async function runScenario(scenario: Scenario, ports: number[], seconds: number): Promise<Result> {
+  const { intervalMs } = scenario;
   const burst = scenario.schedule === 'burst';
   const scheduler = new HealthScheduler({
     probers: defaultProbers(),
@@ -168,27 +168,28 @@ async function runScenario(
     loopMax: ms(histogram.max),
     peakQueued,
     cpuPerProbeUs: (cpu.user + cpu.system) / Math.max(1, durations.length),
+    cpuPercent: (cpu.user + cpu.system) / 1e4 / elapsed,
   };
 }
 
-function table(results: Result[], targets: number, seconds: number, intervalMs: number): string {
+function table(results: Result[], targets: number, seconds: number): string {
   const f = (n: number, d = 1) => (Number.isFinite(n) ? n.toFixed(d) : '-');
   const lines = [
-    `${targets} real loopback listeners (separate process), interval ${intervalMs} ms, ${seconds} s per scenario, ` +
+    `${targets} real loopback listeners (separate process), ${seconds} s per scenario, ` +
       `${cpus().length} CPUs (shared with other work), node ${process.version}. Event-loop delay: ` +
       `perf_hooks.monitorEventLoopDelay sampled every ${RESOLUTION_MS} ms, minus that period (0 = on time). ` +
       '"spread": the production schedule (first probes spread over one interval, ±10% jitter); "burst": every ' +
       'probe due at the same instant each interval (worst case). "idle" is the same process with no probes: ' +
       "the machine's noise floor in this run.",
     '',
-    '| protocol | schedule | concurrency | starts/turn | probes/s | failed | probe p50 ms | probe p99 ms | loop delay p50 ms | loop delay p99 ms | loop delay max ms | peak queued | CPU µs/probe |',
-    '|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|',
+    '| protocol | schedule | interval ms | concurrency | starts/turn | probes/s | failed | probe p50 ms | probe p99 ms | loop delay p50 ms | loop delay p99 ms | loop delay max ms | peak queued | CPU µs/probe | CPU % |',
+    '|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|',
   ];
   for (const r of results) {
     const perTurn = r.startsPerTurn >= targets ? 'unlimited' : String(r.startsPerTurn);
     const concurrency = r.concurrency >= targets ? 'unlimited' : String(r.concurrency);
     lines.push(
-      `| ${r.protocol} | ${r.schedule} | ${concurrency} | ${perTurn} | ${f(r.probesPerSecond, 0)} | ${r.failures} | ${f(r.probeP50)} | ${f(r.probeP99)} | ${f(r.loopP50)} | ${f(r.loopP99)} | ${f(r.loopMax)} | ${r.peakQueued} | ${f(r.cpuPerProbeUs, 0)} |`,
+      `| ${r.protocol} | ${r.schedule} | ${r.schedule === 'idle' ? '-' : r.intervalMs} | ${concurrency} | ${perTurn} | ${f(r.probesPerSecond, 0)} | ${r.failures} | ${f(r.probeP50)} | ${f(r.probeP99)} | ${f(r.loopP50)} | ${f(r.loopP99)} | ${f(r.loopMax)} | ${r.peakQueued} | ${r.schedule === 'idle' ? '-' : f(r.cpuPerProbeUs, 0)} | ${f(r.cpuPercent, 0)} |`,
     );
   }
   return lines.join('\n');
@@ -215,7 +216,6 @@ async function main(): Promise<void> {
       protocol: { type: 'string', default: 'tcp' },
       targets: { type: 'string', default: '5000' },
       seconds: { type: 'string', default: '5' },
-      interval: { type: 'string', default: '1000' },
     },
   });
   if (values.serve) {
@@ -224,22 +224,29 @@ async function main(): Promise<void> {
   }
   const targets = Number(values.targets);
   const seconds = Number(values.seconds);
-  const intervalMs = Number(values.interval);
   const scenarios: Scenario[] = [];
   for (const protocol of ['tcp', 'http'] as const) {
-    const s = (schedule: 'spread' | 'burst', concurrency: number, startsPerTurn: number) =>
+    const s = (
+      schedule: 'spread' | 'burst',
+      intervalMs: number,
+      concurrency: number,
+      startsPerTurn: number,
+    ) =>
       scenarios.push({
-        name: `${protocol} ${schedule} concurrency=${concurrency} startsPerTurn=${startsPerTurn}`,
+        name: `${protocol} ${schedule} interval=${intervalMs} concurrency=${concurrency} startsPerTurn=${startsPerTurn}`,
         protocol,
         schedule,
         concurrency,
         startsPerTurn,
+        intervalMs,
       });
-    s('spread', DEFAULT_CONCURRENCY, DEFAULT_STARTS_PER_TURN);
-    s('burst', targets, targets);
-    s('burst', DEFAULT_CONCURRENCY, targets);
-    s('burst', DEFAULT_CONCURRENCY, DEFAULT_STARTS_PER_TURN);
-    s('burst', 64, DEFAULT_STARTS_PER_TURN);
+    // The catalog's default interval (5s), then the 1s stress case.
+    s('spread', 5000, DEFAULT_CONCURRENCY, DEFAULT_STARTS_PER_TURN);
+    s('spread', 1000, DEFAULT_CONCURRENCY, DEFAULT_STARTS_PER_TURN);
+    s('burst', 1000, targets, targets);
+    s('burst', 1000, DEFAULT_CONCURRENCY, targets);
+    s('burst', 1000, DEFAULT_CONCURRENCY, DEFAULT_STARTS_PER_TURN);
+    s('burst', 1000, 64, DEFAULT_STARTS_PER_TURN);
   }
   const results: Result[] = [];
   const idle: Scenario = {
@@ -248,8 +255,9 @@ async function main(): Promise<void> {
     schedule: 'idle',
     concurrency: 1,
     startsPerTurn: 1,
+    intervalMs: 1000,
   };
-  results.push(await runScenario(idle, [], seconds, intervalMs));
+  results.push(await runScenario(idle, [], seconds));
   console.log(
     `idle: loop delay p99 ${results[0]!.loopP99.toFixed(1)} ms max ${results[0]!.loopMax.toFixed(1)} ms`,
   );
@@ -257,9 +265,10 @@ async function main(): Promise<void> {
     const listeners = await startListeners(targets, protocol);
     try {
       for (const scenario of scenarios.filter((s) => s.protocol === protocol)) {
-        const result = await runScenario(scenario, listeners.ports, seconds, intervalMs);
+        const result = await runScenario(scenario, listeners.ports, seconds);
         console.log(
           `${scenario.name}: ${result.probesPerSecond.toFixed(0)} probes/s, ${result.failures} failed, ` +
+            `CPU ${result.cpuPercent.toFixed(0)}%, ` +
             `loop delay p99 ${result.loopP99.toFixed(1)} ms max ${result.loopMax.toFixed(1)} ms, ` +
             `probe p99 ${result.probeP99.toFixed(1)} ms`,
         );
@@ -270,7 +279,7 @@ async function main(): Promise<void> {
       await listeners.stop();
     }
   }
-  const body = `## Health probes (bench/health-probes.ts)\n\n${table(results, targets, seconds, intervalMs)}\n`;
+  const body = `## Health probes (bench/health-probes.ts)\n\n${table(results, targets, seconds)}\n`;
   mkdirSync(resolve(ROOT, 'bench/results'), { recursive: true });
   writeFileSync(resolve(ROOT, 'bench/results/health.md'), `${body}\n`);
   writeSection(resolve(ROOT, 'docs/benchmarks.md'), 'health', body);

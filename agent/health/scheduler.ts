@@ -231,7 +231,10 @@ export class HealthScheduler<T extends ProbeTarget = ProbeTarget> {
     }
     this.queue.length = 0;
     this.queueHead = 0;
-    if (this.turnTimer) this.timers.clearTimeout(this.turnTimer);
+    if (this.turnTimer) {
+      if (this.timers.clearImmediate) this.timers.clearImmediate(this.turnTimer);
+      else this.timers.clearTimeout(this.turnTimer);
+    }
     this.turnTimer = undefined;
     await Promise.allSettled([...this.running]);
     for (const prober of new Set(Object.values(this.options.probers))) prober.close?.();
@@ -307,11 +310,15 @@ export class HealthScheduler<T extends ProbeTarget = ProbeTarget> {
   private spendTurnBudget(): void {
     this.turnBudget--;
     if (this.turnTimer || this.stopped) return;
-    const timer = this.timers.setTimeout(() => {
+    const refill = () => {
       this.turnTimer = undefined;
       this.turnBudget = this.startsPerTurn;
       this.pump();
-    }, 0);
+    };
+    // setImmediate: the next batch starts right after the I/O callbacks now pending, not a timer tick later.
+    const timer = this.timers.setImmediate
+      ? this.timers.setImmediate(refill)
+      : this.timers.setTimeout(refill, 0);
     timer.unref?.();
     this.turnTimer = timer;
   }

@@ -64,6 +64,9 @@ export interface TimerHandle {
 export interface Timers {
   setTimeout(fn: () => void, ms: number): TimerHandle;
   clearTimeout(handle: TimerHandle): void;
+  /** Runs fn after pending I/O callbacks (Node's setImmediate); setTimeout(fn, 0) is used without it. */
+  setImmediate?(fn: () => void): TimerHandle;
+  clearImmediate?(handle: TimerHandle): void;
 }
 
 export const systemClock: Clock = { now: () => performance.now() };
@@ -71,6 +74,8 @@ export const systemClock: Clock = { now: () => performance.now() };
 export const systemTimers: Timers = {
   setTimeout: (fn, ms) => setTimeout(fn, ms),
   clearTimeout: (handle) => clearTimeout(handle as NodeJS.Timeout),
+  setImmediate: (fn) => setImmediate(fn),
+  clearImmediate: (handle) => clearImmediate(handle as NodeJS.Immediate),
 };
 
 /** `connect ECONNREFUSED` from a socket error, falling back to the message. */
