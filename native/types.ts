@@ -179,7 +179,10 @@ export interface BpfProgram {
 }
 
 export interface OpenObjectOptions {
-  /** bpffs directory where maps declared with LIBBPF_PIN_BY_NAME are pinned (and reused when already there). */
+  /**
+   * bpffs directory where maps declared with LIBBPF_PIN_BY_NAME are pinned (and reused when already there).
+   * Without it such maps are not pinned at all (never libbpf's implicit /sys/fs/bpf).
+   */
   pinRoot?: string;
   /** Values for `const volatile` globals in .rodata, by variable name, set before load; sizes must match. */
   globals?: Record<string, Buffer>;

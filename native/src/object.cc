@@ -147,6 +147,16 @@ NAN_METHOD(ObjectHandle::Load) {
   errno = 0;
   ObjectPtr obj(bpf_object__open_file(path.c_str(), &open_opts));
   if (!obj) return ThrowBpfError(op, errno, capture.Text(), path);
+  if (!has_pin_root) {
+    // Without a pin root, maps declared as pinned by name stay unpinned: libbpf's implicit default
+    // (/sys/fs/bpf) would share state between unrelated loads and leave pins behind.
+    bpf_map* map;
+    bpf_object__for_each_map(map, obj.get()) {
+      if (bpf_map__pin_path(map) == nullptr) continue;
+      int err = bpf_map__set_pin_path(map, nullptr);
+      if (err != 0) return ThrowBpfError("bpf_map__set_pin_path", err, "", bpf_map__name(map));
+    }
+  }
 
   bool ok = ForEachProp(options, "mapMaxEntries", "loadObject",
                         [&](const std::string& name, v8::Local<v8::Value> value) {

@@ -296,6 +296,11 @@ describePrivileged('native addon: objects, maps and test runs', () => {
     expect(second.map('addon_pinned').lookup(u32(9))?.readBigUInt64LE(0)).toBe(99n);
     // Unpinned maps are not shared.
     expect(second.map('addon_big').info().id).not.toBe(first.map('addon_big').info().id);
+    // Without a pin root nothing is pinned (not even in /sys/fs/bpf) and nothing is shared.
+    const unpinned = load(XDP_OBJ);
+    expect(unpinned.map('addon_pinned').info().id).not.toBe(first.map('addon_pinned').info().id);
+    expect(load(XDP_OBJ).map('addon_pinned').info().id).not.toBe(unpinned.map('addon_pinned').info().id);
+    expect(existsSync('/sys/fs/bpf/addon_pinned')).toBe(false);
     const reopened = bpf.openPinnedMap(join(pinRoot, 'addon_pinned'));
     try {
       expect(reopened.info().id).toBe(first.map('addon_pinned').info().id);
