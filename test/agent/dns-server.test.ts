@@ -216,6 +216,27 @@ describe('DnsServer wire handling', () => {
     socket.close();
   });
 
+  it('serves on IPv6 loopback too', async () => {
+    const v6 = new DnsServer({ logger: pino({ level: 'silent' }), index: buildDnsIndex(catalog) });
+    const p = await v6.listen('::1', 0);
+    try {
+      const r = new Resolver({ timeout: 2000, tries: 1 });
+      r.setServers([`[::1]:${p}`]);
+      expect(await r.resolve6('web.default.svc.mesh.local')).toEqual(['fd00::10']);
+      const { stdout } = await run('dig', [
+        '@::1',
+        '-p',
+        String(p),
+        '+tcp',
+        '+short',
+        'web.default.svc.mesh.local',
+      ]);
+      expect(stdout.trim()).toBe('10.96.0.10');
+    } finally {
+      await v6.close();
+    }
+  });
+
   it('refuses to listen twice and frees the port on close', async () => {
     const other = new DnsServer({ logger: pino({ level: 'silent' }), index: buildDnsIndex(catalog) });
     const p = await other.listen('127.0.0.1', 0);

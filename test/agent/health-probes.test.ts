@@ -42,6 +42,15 @@ describe('TcpProber', () => {
     await close(server);
   });
 
+  it('probes IPv6 backends', async () => {
+    const { createServer } = await import('node:net');
+    const v6 = createServer((socket) => socket.destroy());
+    await new Promise<void>((resolve) => v6.listen(0, '::1', () => resolve()));
+    const port = (v6.address() as AddressInfo).port;
+    expect(await prober.probe(target(port, {}, '::1'), never())).toEqual({ ok: true, reason: 'connected' });
+    await close(v6);
+  });
+
   it('reports a refused connect', async () => {
     expect(await prober.probe(target(await closedPort()), never())).toEqual({
       ok: false,
@@ -110,6 +119,23 @@ describe('HttpProber', () => {
     expect(seen[0]?.host).toBe('web.mesh.local');
     statusToSend = 200;
     expect((await prober.probe(target(server.port, check), never())).ok).toBe(true);
+  });
+
+  it('probes an IPv6 backend with a bracketed Host header', async () => {
+    const { createServer } = await import('node:http');
+    let host: string | undefined;
+    const v6 = createServer((req, res) => {
+      host = req.headers.host;
+      res.end();
+    });
+    await new Promise<void>((resolve) => v6.listen(0, '::1', () => resolve()));
+    const port = (v6.address() as AddressInfo).port;
+    expect(await prober.probe(target(port, { protocol: 'http' }, '::1'), never())).toEqual({
+      ok: true,
+      reason: 'http 200',
+    });
+    expect(host).toBe(`[::1]:${port}`);
+    await close(v6);
   });
 
   it('reports a refused connect', async () => {
