@@ -325,12 +325,10 @@ export class HealthScheduler<T extends ProbeTarget = ProbeTarget> {
 
   private due(entry: Entry<T>): void {
     if (this.stopped || this.entries.get(entry.target.key) !== entry) return;
-    if (this.canStart() && this.queueHead === this.queue.length) {
-      this.run(entry);
-    } else {
-      entry.phase = 'queued';
-      this.queue.push(entry);
-    }
+    // Always through the queue: FIFO order holds, and stale entries ahead are skipped by pump().
+    entry.phase = 'queued';
+    this.queue.push(entry);
+    this.pump();
   }
 
   private pump(): void {
@@ -338,7 +336,10 @@ export class HealthScheduler<T extends ProbeTarget = ProbeTarget> {
       const entry = this.queue[this.queueHead++]!;
       if (this.entries.get(entry.target.key) === entry && entry.phase === 'queued') this.run(entry);
     }
-    if (this.queueHead > 1024 && this.queueHead * 2 > this.queue.length) {
+    if (this.queueHead === this.queue.length) {
+      this.queue.length = 0;
+      this.queueHead = 0;
+    } else if (this.queueHead > 1024 && this.queueHead * 2 > this.queue.length) {
       this.queue.splice(0, this.queueHead);
       this.queueHead = 0;
     }
