@@ -114,6 +114,16 @@ describePrivileged('native addon: objects, maps and test runs', () => {
     expect(run.dataOut.subarray(0, 6)).toEqual(frame.subarray(6, 12));
     expect(run.dataOut.subarray(6, 12)).toEqual(frame.subarray(0, 6));
     expect(run.dataOut.subarray(12)).toEqual(frame.subarray(12));
+    // A struct xdp_md context goes in and comes back out; the kernel checks it (no egress_ifindex).
+    const ctx = Buffer.alloc(24);
+    ctx.writeUInt32LE(frame.length, 4); // data_end
+    const withCtx = obj.program('addon_xdp_swap').testRun({ data: frame, ctx, repeat: 3 });
+    expect(withCtx.retval).toBe(XDP_TX);
+    expect(withCtx.ctxOut?.readUInt32LE(4)).toBe(frame.length);
+    ctx.writeUInt32LE(1, 20); // egress_ifindex
+    expect(thrown(() => obj.program('addon_xdp_swap').testRun({ data: frame, ctx }))).toMatchObject({
+      code: 'EINVAL',
+    });
     // The kernel refuses XDP test data shorter than an Ethernet header.
     expect(thrown(() => obj.program('addon_xdp_swap').testRun({ data: Buffer.alloc(13) }))).toMatchObject({
       code: 'EINVAL',
