@@ -47,6 +47,8 @@ export interface ControllerLinkOptions {
   readonly agent: NodeAgent;
   readonly metrics: AgentMetrics;
   readonly log: Logger;
+  /** For the agent client, which names itself (component: agent-client); default `log`. */
+  readonly clientLog?: Logger;
   /** Reconnect back-off (tests shorten it). */
   readonly backoff?: { initialMs?: number; maxMs?: number };
 }
@@ -66,7 +68,7 @@ export function connectController(options: ControllerLinkOptions): {
     target,
     node: options.node,
     ...(options.zone !== undefined ? { zone: options.zone } : {}),
-    logger: log,
+    logger: options.clientLog ?? log,
     ...(options.backoff ? { backoff: options.backoff } : {}),
     onUpdate(update) {
       const next = nextServices(services, update);

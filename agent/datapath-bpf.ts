@@ -9,7 +9,7 @@ import { SocketLbDatapath } from './datapath/datapath';
 import type { ServiceSpec } from './datapath/model';
 import { type LbSettings, lbMapMaxEntries } from './datapath/settings';
 import { createBpfDatapathWriter, lbMapSetFromObject } from './datapath/writer-bpf';
-import { readKernelStatus } from './datapath-sink';
+import { readKernelStatus, readMapUsage } from './datapath-sink';
 import type { DataplaneSink, KernelBackendStatus, ProgrammedService } from './node-agent';
 import type { Installed } from './pins';
 
@@ -60,6 +60,14 @@ export class SocketLbSink implements DataplaneSink {
 
   readStatus(): readonly KernelBackendStatus[] {
     return readKernelStatus(this.bpf, this.bpffs);
+  }
+
+  /** Map usage changes slowly: read every 10th call. */
+  private usageCalls = 0;
+  private usage: { name: string; entries: number; capacity: number }[] = [];
+  mapUsage(): readonly { name: string; entries: number; capacity: number }[] {
+    if (this.usageCalls++ % 10 === 0) this.usage = readMapUsage(this.bpf, this.bpffs);
+    return this.usage;
   }
 }
 

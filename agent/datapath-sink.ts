@@ -28,6 +28,16 @@ export class MemorySink implements DataplaneSink {
   }
 }
 
+/** Entries against capacity of the pinned hash maps under `bpffs`. */
+export function readMapUsage(
+  bpf: NativeBpf,
+  bpffs: string,
+): { name: string; entries: number; capacity: number }[] {
+  return readDataplane(bpf, bpffs)
+    .maps.filter((m) => m.entries !== null)
+    .map((m) => ({ name: m.name, entries: m.entries ?? 0, capacity: m.maxEntries }));
+}
+
 /** Every backend's kernel state, decoded from the pinned maps under `bpffs`. */
 export function readKernelStatus(bpf: NativeBpf, bpffs: string): KernelBackendStatus[] {
   const view = readDataplane(bpf, bpffs);

@@ -195,6 +195,7 @@ export async function runAgent(config: RunConfig, deps: AgentDeps = {}): Promise
       agent,
       metrics,
       log: root.child({ component: 'controller-link' }),
+      clientLog: root,
       ...(deps.backoff ? { backoff: deps.backoff } : {}),
     });
     stops.push(link.stop);

@@ -71,6 +71,8 @@ export interface DataplaneSink {
   apply(services: readonly ProgrammedService[]): Promise<void> | void;
   /** Per-backend kernel state; empty when the sink has no kernel behind it. */
   readStatus(): readonly KernelBackendStatus[];
+  /** Entries against capacity of each map (hash maps; arrays are preallocated), when there are maps. */
+  mapUsage?(): readonly { name: string; entries: number; capacity: number }[];
 }
 
 /** The controller side, as the agent needs it; absent in standalone mode. */
@@ -557,5 +559,11 @@ export class NodeAgent {
       }
     }
     if (changed) this.schedule();
+    try {
+      for (const m of this.options.sink.mapUsage?.() ?? [])
+        this.options.metrics.setMapUsage(m.name, m.entries, m.capacity);
+    } catch (error) {
+      this.log.debug({ err: error }, 'reading map usage failed');
+    }
   }
 }

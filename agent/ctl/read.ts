@@ -4,7 +4,7 @@
  * the kernel does even while the agent is stopped or restarting.
  */
 import { existsSync, readdirSync, statSync } from 'node:fs';
-import { join } from 'node:path';
+import { basename, join } from 'node:path';
 import type { BpfMap, NativeBpf } from '../../native/types';
 import { bytes16ToIp } from '../abi/ip';
 import {
@@ -94,7 +94,8 @@ function mapView(map: BpfMap, pin: string): MapView {
   if (info.type.includes('array') || info.type === 'sk_storage') entries = null;
   else entries = map.keys().length;
   return {
-    name: info.name,
+    // The pin's name: the kernel keeps only 15 characters of a map's own name.
+    name: basename(pin),
     pin,
     type: info.type,
     keySize: info.keySize,

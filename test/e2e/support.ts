@@ -5,7 +5,7 @@
  * Agents enter the node's netns with `nsenter --net` rather than `ip netns exec`, which would mount a
  * fresh /sys and hide bpffs and the cgroup tree the agent attaches to.
  */
-import type { ChildProcess } from 'node:child_process';
+import { type ChildProcess, execFileSync } from 'node:child_process';
 import { existsSync, renameSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { stringify } from 'yaml';
@@ -212,7 +212,16 @@ export function writeCatalog(path: string, catalog: unknown): void {
 
 export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-/** Fetches the agent's metrics from inside its netns (curl-free: node's http in the netns). */
+/** GETs a URL from inside a netns (node's http, so no curl is needed). */
+export function fetchInNetns(netns: Netns, url: string): string {
+  const script = `require('node:http').get(process.argv[1], (r) => { r.pipe(process.stdout); }).on('error', (e) => { console.error(e.message); process.exit(1); })`;
+  return execFileSync('nsenter', [`--net=/run/netns/${netns.name}`, process.execPath, '-e', script, url], {
+    encoding: 'utf8',
+    timeout: 10_000,
+  });
+}
+
+/** The agent's metrics URL, from its 'metrics listening' log line. */
 export function metricsUrl(log: LogTail): Promise<string> {
   return log
     .waitFor((l) => l.msg === 'metrics listening', 15_000, 'metrics listening')
