@@ -127,11 +127,19 @@ const hostPort = hostPortSchema(false);
 /** HOST:PORT, or `off` to disable the listener. */
 const optionalHostPort = hostPortSchema(true);
 
-const name = z
+// The same rules as the catalog's backends[].node and backends[].zone, so a node name that can never
+// match a backend is caught here.
+const nodeName = z
   .string()
   .regex(
-    /^[A-Za-z0-9]([A-Za-z0-9._-]{0,251}[A-Za-z0-9])?$/,
-    'must be 1-253 letters, digits, ".", "_" or "-"',
+    /^(?=.{1,253}$)[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/,
+    'must be a node name: lowercase DNS labels separated by dots, at most 253 characters',
+  );
+const zoneName = z
+  .string()
+  .regex(
+    /^[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$/,
+    "must be a zone name: letters, digits, '-', '_' and '.', at most 63 characters",
   );
 
 const absolutePath = z.string().refine((p) => p.startsWith('/'), 'must be an absolute path');
@@ -146,8 +154,8 @@ const runSchema = z.object({
   ...commonSchema,
   controller: hostPort.optional(),
   config: z.string().min(1, 'must not be empty').optional(),
-  node: name,
-  zone: name.optional(),
+  node: nodeName,
+  zone: zoneName.optional(),
   metrics: optionalHostPort,
   dns: optionalHostPort,
 });
@@ -240,7 +248,8 @@ export function loadAgentConfig(
   const parsed = runSchema.safeParse({
     controller: flags.controller,
     config: flags.config,
-    node: flags.node ?? env.hostname(),
+    // Hostnames are case-insensitive; node names in the catalog are lowercase.
+    node: flags.node ?? env.hostname().toLowerCase(),
     zone: flags.zone,
     cgroup: flags.cgroup ?? defaultCgroup(env),
     bpffs: flags.bpffs ?? AGENT_DEFAULTS.bpffs,

@@ -16,7 +16,7 @@ const HYBRID_MOUNTS = [
   'bpf /sys/fs/bpf bpf rw,nosuid,nodev,noexec,relatime,mode=700 0 0',
 ].join('\n');
 
-const env: ConfigEnvironment = { readMounts: () => HYBRID_MOUNTS, hostname: () => 'host-1' };
+const env: ConfigEnvironment = { readMounts: () => HYBRID_MOUNTS, hostname: () => 'Host-1' };
 
 function errorOf(fn: () => unknown): ConfigError {
   try {
@@ -127,8 +127,10 @@ describe('loadAgentConfig', () => {
     [['--controller', 'a:1', '--dns', 'x'], '--dns', /must be HOST:PORT/],
     [['--controller', 'a:1', '--bpffs', 'rel/dir'], '--bpffs', /must be an absolute path/],
     [['--controller', 'a:1', '--cgroup', 'cg'], '--cgroup', /must be an absolute path/],
-    [['--controller', 'a:1', '--node', 'bad name'], '--node', /must be 1-253 letters/],
-    [['--controller', 'a:1', '--zone', ''], '--zone', /must be 1-253 letters/],
+    [['--controller', 'a:1', '--node', 'bad name'], '--node', /must be a node name: lowercase DNS labels/],
+    [['--controller', 'a:1', '--node', 'Node-A'], '--node', /must be a node name/],
+    [['--controller', 'a:1', '--zone', ''], '--zone', /must be a zone name/],
+    [['--controller', 'a:1', '--zone', 'z'.repeat(64)], '--zone', /at most 63 characters/],
     [['--controller', 'a:1', '--log-level', 'loud'], '--log-level', /must be one of fatal, error/],
     [['--controller', 'a:1', '--config', 'f.yaml'], '--config', /cannot be combined with --controller/],
     [['--node', 'n'], '--controller', /required \(or --config FILE/],
