@@ -8,7 +8,7 @@ import {
   type WireBackendRef,
   type WireHealthResult,
 } from './protocol';
-import { rendezvousOwners } from './rendezvous';
+import { hash32 } from './rendezvous';
 
 /**
  * Probe ownership and health aggregation.
@@ -40,6 +40,16 @@ interface Report {
   expiresAt: number | null;
 }
 
+interface Owner {
+  readonly name: string;
+  readonly score: number;
+}
+
+/** Rendezvous order: higher score first, ties by name (as rendezvousOwners). */
+function better(a: Owner, b: Owner): boolean {
+  return a.score > b.score || (a.score === b.score && a.name < b.name);
+}
+
 interface BackendInfo {
   readonly serviceKey: string;
   readonly ref: WireBackendRef;
@@ -63,8 +73,11 @@ export function backendKey(serviceKey: string, backend: Pick<Backend, 'address' 
 export class HealthAggregator {
   private readonly backends = new Map<string, BackendInfo>();
   private readonly byNode = new Map<string, WireBackendRef[]>();
+  /** Backend keys of each node's backends (to find their reports when the node comes or goes). */
+  private readonly keysByNode = new Map<string, string[]>();
   private readonly externals: string[] = [];
-  private readonly externalOwners = new Map<string, readonly string[]>();
+  /** Owners of each external backend, best score first. */
+  private readonly externalOwners = new Map<string, readonly Owner[]>();
   private readonly connected = new Set<string>();
   private readonly reports = new Map<string, Map<string, Report>>();
   private readonly lastAssignment = new Map<string, string>();
@@ -76,6 +89,7 @@ export class HealthAggregator {
   setCatalog(catalog: Catalog): void {
     this.backends.clear();
     this.byNode.clear();
+    this.keysByNode.clear();
     this.externals.length = 0;
     for (const service of catalog.services) {
       for (const b of service.backends) {
@@ -93,22 +107,61 @@ export class HealthAggregator {
           const list = this.byNode.get(b.node);
           if (list) list.push(ref);
           else this.byNode.set(b.node, [ref]);
+          const keys = this.keysByNode.get(b.node);
+          if (keys) keys.push(key);
+          else this.keysByNode.set(b.node, [key]);
         }
       }
     }
     for (const key of this.reports.keys()) if (!this.backends.get(key)?.checked) this.reports.delete(key);
-    this.reassign();
+    this.externalOwners.clear();
+    for (const key of this.externals) this.externalOwners.set(key, this.rank(key));
+    this.updateReports(this.reports.keys());
+    this.notify(this.connected);
   }
 
+  /**
+   * A node's agent connected. Cost O(externals + the node's backends): it can only join the owners of an
+   * external backend whose current worst owner it beats.
+   */
   agentConnected(node: string): void {
     this.connected.add(node);
-    this.reassign();
+    const count = this.options.externalOwners ?? 2;
+    const moved = new Set<string>([node]);
+    const touched: string[] = [...(this.keysByNode.get(node) ?? [])];
+    for (const key of this.externals) {
+      const owners = this.externalOwners.get(key) ?? [];
+      const candidate = { name: node, score: hash32(`${key}\u0000${node}`) };
+      const worst = owners.at(-1);
+      if (owners.length < count || (worst && better(candidate, worst))) {
+        const next = [...owners.filter((o) => o.name !== node), candidate].sort((a, b) =>
+          better(a, b) ? -1 : 1,
+        );
+        const dropped = next.length > count ? next.pop() : undefined;
+        if (dropped) moved.add(dropped.name);
+        this.externalOwners.set(key, next);
+        touched.push(key);
+      }
+    }
+    this.updateReports(touched);
+    this.notify(moved);
   }
 
+  /** A node's agent disconnected: the external backends it owned are re-ranked among the others. */
   agentDisconnected(node: string): void {
     this.connected.delete(node);
     this.lastAssignment.delete(node);
-    this.reassign();
+    const moved = new Set<string>();
+    const touched: string[] = [...(this.keysByNode.get(node) ?? [])];
+    for (const key of this.externals) {
+      if (!this.externalOwners.get(key)?.some((o) => o.name === node)) continue;
+      const next = this.rank(key);
+      for (const o of next) moved.add(o.name);
+      this.externalOwners.set(key, next);
+      touched.push(key);
+    }
+    this.updateReports(touched);
+    this.notify(moved);
   }
 
   /** Current owners of a backend (connected agents only). */
@@ -116,14 +169,14 @@ export class HealthAggregator {
     const info = this.backends.get(key);
     if (!info?.checked) return [];
     if (info.node !== null) return this.connected.has(info.node) ? [info.node] : [];
-    return this.externalOwners.get(key) ?? [];
+    return (this.externalOwners.get(key) ?? []).map((o) => o.name);
   }
 
   /** The backends a node's agent must probe now. */
   assignment(node: string): WireBackendRef[] {
     const refs = [...(this.byNode.get(node) ?? [])];
     for (const key of this.externals) {
-      if (this.externalOwners.get(key)?.includes(node)) refs.push(this.backends.get(key)!.ref);
+      if (this.externalOwners.get(key)?.some((o) => o.name === node)) refs.push(this.backends.get(key)!.ref);
     }
     return refs;
   }
@@ -173,24 +226,36 @@ export class HealthAggregator {
     return UNKNOWN;
   }
 
-  /** Recomputes external owners, starts or stops report grace periods, tells agents whose assignment changed. */
-  private reassign(): void {
-    this.externalOwners.clear();
-    const candidates = [...this.connected];
+  /** The owners of an external backend among the connected agents (same result as rendezvousOwners). */
+  private rank(key: string): Owner[] {
     const count = this.options.externalOwners ?? 2;
-    for (const key of this.externals) this.externalOwners.set(key, rendezvousOwners(key, candidates, count));
+    const scored: Owner[] = [];
+    for (const name of this.connected) scored.push({ name, score: hash32(`${key}\u0000${name}`) });
+    scored.sort((a, b) => (better(a, b) ? -1 : 1));
+    return scored.slice(0, count);
+  }
 
+  /** Starts the grace period of reports whose reporter no longer owns the backend; ends it for owners. */
+  private updateReports(keys: Iterable<string>): void {
     const now = this.options.clock.now();
-    for (const [key, perNode] of this.reports) {
+    for (const key of keys) {
+      const perNode = this.reports.get(key);
+      if (!perNode) continue;
       const owners = this.owners(key);
       for (const [node, r] of perNode) {
         if (owners.includes(node)) r.expiresAt = null;
-        else r.expiresAt ??= now + this.options.graceMs;
+        else if (r.expiresAt === null) {
+          r.expiresAt = now + this.options.graceMs;
+          this.scheduleExpiry(r.expiresAt);
+        }
       }
     }
-    this.scheduleExpiry();
+  }
 
-    for (const node of this.connected) {
+  /** Tells the given connected agents their assignment, when it changed. */
+  private notify(nodes: Iterable<string>): void {
+    for (const node of nodes) {
+      if (!this.connected.has(node)) continue;
       const refs = this.assignment(node);
       const signature = refs.map((r) => `${r.service}|${r.address}|${r.port}`).join(',');
       if (this.lastAssignment.get(node) !== signature) {
@@ -200,17 +265,14 @@ export class HealthAggregator {
     }
   }
 
-  private scheduleExpiry(): void {
-    let next = Number.POSITIVE_INFINITY;
-    for (const perNode of this.reports.values())
-      for (const r of perNode.values()) if (r.expiresAt !== null && r.expiresAt < next) next = r.expiresAt;
-    if (next === this.expiryAt) return;
+  private scheduleExpiry(at: number): void {
+    if (at >= this.expiryAt) return;
     if (this.expiryTimer !== null) this.options.clock.clearTimeout(this.expiryTimer);
-    this.expiryTimer = null;
-    this.expiryAt = next;
-    if (next === Number.POSITIVE_INFINITY) return;
-    const delay = Math.max(0, next - this.options.clock.now());
-    this.expiryTimer = this.options.clock.setTimeout(() => this.expire(), delay);
+    this.expiryAt = at;
+    this.expiryTimer = this.options.clock.setTimeout(
+      () => this.expire(),
+      Math.max(0, at - this.options.clock.now()),
+    );
   }
 
   private expire(): void {
@@ -218,17 +280,19 @@ export class HealthAggregator {
     this.expiryAt = Number.POSITIVE_INFINITY;
     const now = this.options.clock.now();
     const changed = new Set<string>();
+    let next = Number.POSITIVE_INFINITY;
     for (const [key, perNode] of this.reports) {
       for (const [node, r] of perNode) {
-        if (r.expiresAt !== null && r.expiresAt <= now) {
+        if (r.expiresAt === null) continue;
+        if (r.expiresAt <= now) {
           perNode.delete(node);
           const info = this.backends.get(key);
           if (info) changed.add(info.serviceKey);
-        }
+        } else if (r.expiresAt < next) next = r.expiresAt;
       }
       if (perNode.size === 0) this.reports.delete(key);
     }
-    this.scheduleExpiry();
+    if (next !== Number.POSITIVE_INFINITY) this.scheduleExpiry(next);
     if (changed.size > 0) this.options.onChange(changed);
   }
 

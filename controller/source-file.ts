@@ -2,7 +2,7 @@ import { type FSWatcher, watch } from 'node:fs';
 import { readFile, stat } from 'node:fs/promises';
 import { basename, dirname } from 'node:path';
 import type { Logger } from 'pino';
-import { formatCatalogError, parseCatalog } from './catalog/parse';
+import { CatalogParseCache, formatCatalogError, parseCatalog } from './catalog/parse';
 import type { CatalogError } from './catalog/types';
 import type { Clock } from './clock';
 import type { CatalogSource, CatalogSourceListener, CatalogSourceStatus } from './source';
@@ -35,6 +35,7 @@ export class FileCatalogSource implements CatalogSource {
   private lastGoodAt: number | null = null;
   private reading: Promise<void> = Promise.resolve();
   private stopped = false;
+  private readonly cache = new CatalogParseCache();
 
   constructor(private readonly options: FileCatalogSourceOptions) {
     this.description = `file ${options.path}`;
@@ -121,7 +122,7 @@ export class FileCatalogSource implements CatalogSource {
     if (text === this.lastText) return;
     this.lastText = text;
     this.loads++;
-    const result = parseCatalog(text, this.options.path);
+    const result = parseCatalog(text, this.options.path, { cache: this.cache });
     if (!result.ok) {
       this.invalid(result.errors);
       return;

@@ -2,5 +2,5 @@
 export { ipFamily, isUnspecified, normaliseIp } from './address';
 export { CATALOG_DEFAULTS } from './defaults';
 export { formatDuration, parseDuration } from './duration';
-export { deepFreeze, formatCatalogError, formatPath, parseCatalog } from './parse';
+export { CatalogParseCache, deepFreeze, formatCatalogError, formatPath, parseCatalog } from './parse';
 export * from './types';

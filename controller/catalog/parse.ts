@@ -224,11 +224,50 @@ function normaliseService(raw: RawService, at: string, errors: CatalogError[]): 
 }
 
 /**
+ * A memo of validated services keyed by their input's JSON text. Passed to successive parseCatalog() calls
+ * on the same source, it makes a re-parse of a big, mostly unchanged file validate only the services that
+ * changed, and return the very same frozen objects for the others (so diffs compare them by reference).
+ * It keeps only the entries the latest parse used.
+ */
+export class CatalogParseCache {
+  private current = new Map<string, Service>();
+  private next = new Map<string, Service>();
+
+  get(fingerprint: string): Service | undefined {
+    return this.current.get(fingerprint);
+  }
+
+  keep(fingerprint: string, service: Service): void {
+    this.next.set(fingerprint, service);
+  }
+
+  /** Ends a parse: the entries it used become the cache. */
+  commit(): void {
+    this.current = this.next;
+    this.next = new Map();
+  }
+
+  get size(): number {
+    return this.current.size;
+  }
+}
+
+/**
  * Parses and validates a catalog file (YAML, or JSON). Pure: `source` only names the file in messages.
  * On success the catalog is normalised, has every default filled in and is deep-frozen. On failure every
  * error found is returned (not just the first), each naming its path and reason.
  */
-export function parseCatalog(text: string, source: string): CatalogParseResult {
+export function parseCatalog(
+  text: string,
+  source: string,
+  options: { cache?: CatalogParseCache } = {},
+): CatalogParseResult {
+  const result = parseWith(text, source, options.cache);
+  options.cache?.commit();
+  return result;
+}
+
+function parseWith(text: string, source: string, cache: CatalogParseCache | undefined): CatalogParseResult {
   const doc = readDocument(text, source);
   if (!doc.ok) return { ok: false, errors: doc.errors };
   const parsed = CatalogSchema.safeParse(doc.value, { error: fallbackMessage });
@@ -266,9 +305,19 @@ export function parseCatalog(text: string, source: string): CatalogParseResult {
     }
   };
   parsed.data.services.forEach((input, i) => {
+    const fingerprint = cache ? JSON.stringify(input) : '';
+    const cached = cache?.get(fingerprint);
+    if (cached) {
+      cache?.keep(fingerprint, cached);
+      identity(i, cached.key, cached.vips, cached.ports);
+      services.push(cached);
+      return;
+    }
     const one = ServiceSchema.safeParse(input, { error: fallbackMessage });
     if (one.success) {
-      const service = normaliseService(one.data, `services[${i}]`, errors);
+      const before = errors.length;
+      const service = deepFreeze(normaliseService(one.data, `services[${i}]`, errors));
+      if (cache && errors.length === before) cache.keep(fingerprint, service);
       identity(i, service.key, service.vips, service.ports);
       services.push(service);
       return;
