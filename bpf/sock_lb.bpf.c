@@ -18,6 +18,13 @@
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
 /*
+ * Record the VIP and backend on each translated socket (getpeername, sockops, reaper). 0 exists
+ * only to measure what the record costs (bench/socket-lb.ts): it breaks getpeername, ejection and
+ * the reaper.
+ */
+const volatile __u8 lb_sock_storage = 1;
+
+/*
  * Picks the backend for the service behind key. Returns its id, -ENOENT when key is no service,
  * -ECONNREFUSED when the service has no usable backend. *backend_out is the backend's map value.
  */
@@ -136,7 +143,7 @@ static __always_inline int lb_sock_addr(struct bpf_sock_addr *ctx, struct lb_ser
 		bpf_set_retval(backend_id);
 		return 0;
 	}
-	if (hook == LB_HOOK_CONNECT)
+	if (hook == LB_HOOK_CONNECT && lb_sock_storage)
 		lb_sock_remember(ctx, key, service_id, backend_id);
 	if (key->proto == IPPROTO_UDP)
 		lb_revnat_put(ctx, key, *backend);

@@ -25,6 +25,8 @@ export interface LoadSocketLbOptions {
   /** bpffs directory for the map pins */
   pinRoot: string;
   settings: LbSettings;
+  /** `const volatile` globals of sock_lb.bpf.o (e.g. lb_sock_storage, for measurements only) */
+  globals?: Record<string, Buffer>;
   /** load the stale-UDP reaper (default true) */
   reaper?: boolean;
   /**
@@ -65,7 +67,10 @@ export class SocketLb {
 
   static load(bpf: NativeBpf, options: LoadSocketLbOptions): SocketLb {
     const load = { pinRoot: options.pinRoot, mapMaxEntries: lbMapMaxEntries(options.settings) };
-    const sockLb = bpf.loadObject(join(options.objectDir, 'sock_lb.bpf.o'), load);
+    const sockLb = bpf.loadObject(join(options.objectDir, 'sock_lb.bpf.o'), {
+      ...load,
+      ...(options.globals ? { globals: options.globals } : {}),
+    });
     let sockops: BpfObject | undefined;
     let reaper: BpfObject | undefined;
     try {
