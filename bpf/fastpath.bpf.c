@@ -51,9 +51,13 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } sluice_fp_sockaddr_v1 SEC(".maps");
 
-/* Send streaks per connection (by canonical key): one-way streaming leaves the fast path. */
+/*
+ * Per connection (by canonical key): send streaks (one-way streaming leaves the fast path) and the
+ * redirect claims that let a socket leave the sockhash safely. Not LRU: evicting a live claim would
+ * be a race. Full: the connection is not redirected. Removed when the canonical side closes.
+ */
 struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, FP_MAX_SOCKETS);
 	__type(key, struct fp_sock_key);
 	__type(value, struct fp_conn);
@@ -177,6 +181,107 @@ static __always_inline int fp_ops_blocking(struct bpf_sock_ops *ops)
 	return fp_tcp_sock_blocking(bpf_skc_to_tcp_sock(sk));
 }
 
+/*
+ * The connection's shared record, created on first use; `own` is the calling side's key,
+ * `canonical` tells which half of the record is its own. NULL when the map is full.
+ */
+static __always_inline struct fp_conn *fp_conn_get(const struct fp_sock_key *own, bool *canonical)
+{
+	struct fp_sock_key rev = {};
+	struct fp_conn fresh = {};
+	struct fp_conn *conn;
+	const struct fp_sock_key *key = own;
+
+	*canonical = fp_key_is_canonical(own);
+	if (!*canonical) {
+		fp_key_reverse(own, &rev);
+		key = &rev;
+	}
+	conn = bpf_map_lookup_elem(&sluice_fp_conns_v1, key);
+	if (conn)
+		return conn;
+	bpf_map_update_elem(&sluice_fp_conns_v1, key, &fresh, BPF_NOEXIST);
+	return bpf_map_lookup_elem(&sluice_fp_conns_v1, key);
+}
+
+/*
+ * Counts a send of `size` bytes into the connection's streaks; true when this side has now sent
+ * more than the limits allow while its peer stayed silent (one-way streaming, where redirect loses
+ * to TCP).
+ */
+static __always_inline bool fp_streaming(const struct fp_config *cfg, struct fp_conn *conn,
+					 bool canonical, __u32 size)
+{
+	if (canonical) {
+		conn->streak_bytes0 += size;
+		conn->streak_msgs0++;
+		conn->streak_bytes1 = 0;
+		conn->streak_msgs1 = 0;
+		return (cfg->max_streak_msgs && conn->streak_msgs0 > cfg->max_streak_msgs) ||
+		       (cfg->max_streak_bytes && conn->streak_bytes0 > cfg->max_streak_bytes);
+	}
+	conn->streak_bytes1 += size;
+	conn->streak_msgs1++;
+	conn->streak_bytes0 = 0;
+	conn->streak_msgs0 = 0;
+	return (cfg->max_streak_msgs && conn->streak_msgs1 > cfg->max_streak_msgs) ||
+	       (cfg->max_streak_bytes && conn->streak_bytes1 > cfg->max_streak_bytes);
+}
+
+/*
+ * A socket whose own sends take the normal path for good leaves the sockhash (so its sends and
+ * reads go back to plain TCP, which is faster for what made it fall back), once its peer can no
+ * longer redirect to it (claim OPEN->CLOSED wins, or the peer's claim was already CLOSED) and
+ * nothing redirected waits unread in its queue. Runs on the ACKs of its normal-path data (RTT
+ * callback), never while it only redirects.
+ */
+static __always_inline void fp_try_leave(struct bpf_sock_ops *ops, struct fp_sock_key *key)
+{
+	struct fp_sock_state *state;
+	struct fp_stats *stats;
+	struct fp_conn *conn;
+	struct bpf_sock *sk = ops->sk;
+	struct tcp_sock *tp;
+	struct sk_psock *psock;
+	unsigned long data;
+	__u64 *peer_claim, old;
+	__u32 queued = 0;
+	bool canonical;
+
+	if (!sk)
+		return;
+	state = bpf_sk_storage_get(&sluice_fp_state_v1, sk, NULL, 0);
+	if (!state || state->mode != FP_MODE_PASS)
+		return;
+	conn = fp_conn_get(key, &canonical);
+	if (!conn)
+		return;
+	peer_claim = canonical ? &conn->redir1 : &conn->redir0;
+	old = __sync_val_compare_and_swap(peer_claim, FP_REDIR_OPEN, FP_REDIR_CLOSED);
+	if (old == FP_REDIR_TAKEN) {
+		/* The peer redirects to this socket: it stays. Stop asking on every ACK. */
+		bpf_sock_ops_cb_flags_set(ops,
+					  ops->bpf_sock_ops_cb_flags & ~BPF_SOCK_OPS_RTT_CB_FLAG);
+		return;
+	}
+	tp = bpf_skc_to_tcp_sock(sk);
+	if (!tp)
+		return;
+	data = (unsigned long)tp->inet_conn.icsk_inet.sk.sk_user_data;
+	psock = (struct sk_psock *)(data & FP_SK_USER_DATA_PTRMASK);
+	if (psock && bpf_core_read(&queued, sizeof(queued), &psock->msg_tot_len))
+		return;
+	if (queued)
+		return;
+	bpf_sock_ops_cb_flags_set(ops, ops->bpf_sock_ops_cb_flags & ~BPF_SOCK_OPS_RTT_CB_FLAG);
+	if (bpf_map_delete_elem(&sluice_fp_socks_v1, key))
+		return;
+	bpf_map_delete_elem(&sluice_fp_sockaddr_v1, key);
+	stats = fp_stats();
+	if (stats)
+		stats->left_map++;
+}
+
 SEC("sockops")
 int fp_sockops(struct bpf_sock_ops *ops)
 {
@@ -202,6 +307,12 @@ int fp_sockops(struct bpf_sock_ops *ops)
 			bpf_map_delete_elem(&sluice_fp_sockaddr_v1, &key);
 			if (fp_key_is_canonical(&key))
 				bpf_map_delete_elem(&sluice_fp_conns_v1, &key);
+		}
+		return 1;
+	case BPF_SOCK_OPS_RTT_CB:
+		if (!fp_key_from_ops(ops, &key)) {
+			fp_key_set_netns(&key, bpf_get_netns_cookie(ops));
+			fp_try_leave(ops, &key);
 		}
 		return 1;
 	case BPF_SOCK_OPS_TCP_LISTEN_CB:
@@ -249,8 +360,10 @@ int fp_sockops(struct bpf_sock_ops *ops)
 	if (!err && ops->sk) {
 		addr = (__u64)ops->sk;
 		bpf_map_update_elem(&sluice_fp_sockaddr_v1, &key, &addr, BPF_ANY);
-		bpf_sock_ops_cb_flags_set(ops,
-					  ops->bpf_sock_ops_cb_flags | BPF_SOCK_OPS_STATE_CB_FLAG);
+		/* STATE: forget it on close. RTT: ACKs of normal-path data, to leave the map. */
+		bpf_sock_ops_cb_flags_set(ops, ops->bpf_sock_ops_cb_flags |
+						   BPF_SOCK_OPS_STATE_CB_FLAG |
+						   BPF_SOCK_OPS_RTT_CB_FLAG);
 	}
 	if (stats) {
 		if (err)
@@ -277,53 +390,15 @@ static __always_inline int fp_pass(struct fp_stats *stats, struct fp_sock_state 
 	return SK_PASS;
 }
 
-/*
- * Counts a send of `size` bytes into the connection's streaks; true when this side has now sent
- * more than the limits allow while its peer stayed silent (one-way streaming, where redirect loses
- * to TCP). `peer_key` is the peer's key, so this side's own key is its reverse.
- */
-static __always_inline bool fp_streaming(const struct fp_config *cfg,
-					 const struct fp_sock_key *peer_key, __u32 size)
-{
-	struct fp_sock_key own = {};
-	struct fp_conn *conn, fresh = {};
-	bool canonical;
-
-	if (!cfg->max_streak_msgs && !cfg->max_streak_bytes)
-		return false;
-	fp_key_reverse(peer_key, &own);
-	canonical = fp_key_is_canonical(&own);
-	conn = bpf_map_lookup_elem(&sluice_fp_conns_v1, canonical ? &own : peer_key);
-	if (!conn) {
-		bpf_map_update_elem(&sluice_fp_conns_v1, canonical ? &own : peer_key, &fresh,
-				    BPF_NOEXIST);
-		conn = bpf_map_lookup_elem(&sluice_fp_conns_v1, canonical ? &own : peer_key);
-		if (!conn)
-			return false;
-	}
-	if (canonical) {
-		conn->streak_bytes0 += size;
-		conn->streak_msgs0++;
-		conn->streak_bytes1 = 0;
-		conn->streak_msgs1 = 0;
-		return (cfg->max_streak_msgs && conn->streak_msgs0 > cfg->max_streak_msgs) ||
-		       (cfg->max_streak_bytes && conn->streak_bytes0 > cfg->max_streak_bytes);
-	}
-	conn->streak_bytes1 += size;
-	conn->streak_msgs1++;
-	conn->streak_bytes0 = 0;
-	conn->streak_msgs0 = 0;
-	return (cfg->max_streak_msgs && conn->streak_msgs1 > cfg->max_streak_msgs) ||
-	       (cfg->max_streak_bytes && conn->streak_bytes1 > cfg->max_streak_bytes);
-}
-
 SEC("sk_msg")
 int fp_msg(struct sk_msg_md *msg)
 {
 	struct fp_stats *stats = fp_stats();
-	struct fp_sock_key key = {};
+	struct fp_sock_key key = {}, own = {};
 	struct fp_sock_state *state;
 	struct fp_config *cfg;
+	struct fp_conn *conn;
+	bool canonical;
 	__u64 *peer;
 	__u32 size = msg->size;
 	long unread;
@@ -355,12 +430,25 @@ int fp_msg(struct sk_msg_md *msg)
 	 */
 	if (!cfg->allow_blocking && fp_sock_blocking(*peer) == FP_SOCK_BLOCKING)
 		return fp_pass(stats, state, stats ? &stats->fallback_blocking : NULL, size);
-	if (fp_streaming(cfg, &key, size))
+	fp_key_reverse(&key, &own);
+	conn = fp_conn_get(&own, &canonical);
+	if (!conn)
+		return fp_pass(stats, state, stats ? &stats->state_failures : NULL, size);
+	if (fp_streaming(cfg, conn, canonical, size))
 		return fp_pass(stats, state, stats ? &stats->fallback_streaming : NULL, size);
 	unread = fp_peer_unread_bytes(*peer);
 	if (unread < 0 || (__u64)unread + size > cfg->max_queued_bytes)
 		return fp_pass(stats, state, stats ? &stats->fallback_backpressure : NULL, size);
 
+	/* Claim the right to redirect once; a peer that is leaving the sockhash claimed it first.
+	 */
+	if (state->mode != FP_MODE_REDIRECT) {
+		__u64 *claim = canonical ? &conn->redir0 : &conn->redir1;
+
+		if (__sync_val_compare_and_swap(claim, FP_REDIR_OPEN, FP_REDIR_TAKEN) ==
+		    FP_REDIR_CLOSED)
+			return fp_pass(stats, state, stats ? &stats->fallback_no_peer : NULL, size);
+	}
 	if (bpf_msg_redirect_hash(msg, &sluice_fp_socks_v1, &key, BPF_F_INGRESS) != SK_PASS)
 		return fp_pass(stats, state, stats ? &stats->redirect_errors : NULL, size);
 	state->mode = FP_MODE_REDIRECT;

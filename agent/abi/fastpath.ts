@@ -63,6 +63,7 @@ export const FpStatsCodec = defineStruct('fp_stats', [
   ['skipped_blocking', u64],
   ['fallback_blocking', u64],
   ['fallback_streaming', u64],
+  ['left_map', u64],
 ]);
 
 /** Per-connection send streaks (by the connection's canonical key). */
@@ -71,6 +72,8 @@ export const FpConnCodec = defineStruct('fp_conn', [
   ['streak_bytes1', u64],
   ['streak_msgs0', u32],
   ['streak_msgs1', u32],
+  ['redir0', u64],
+  ['redir1', u64],
 ]);
 
 /** Per-socket sticky mode (socket local storage). */

@@ -48,6 +48,7 @@ export interface FastPathCounters {
   skippedBlocking: bigint;
   fallbackBlocking: bigint;
   fallbackStreaming: bigint;
+  leftMap: bigint;
 }
 
 export interface Endpoint {
@@ -118,6 +119,7 @@ function sumCounters(perCpu: Buffer[]): FastPathCounters {
     skippedBlocking: 0n,
     fallbackBlocking: 0n,
     fallbackStreaming: 0n,
+    leftMap: 0n,
   };
   for (const buf of perCpu) {
     const s = FpStatsCodec.decode(buf);
@@ -136,6 +138,7 @@ function sumCounters(perCpu: Buffer[]): FastPathCounters {
     total.skippedBlocking += s.skipped_blocking;
     total.fallbackBlocking += s.fallback_blocking;
     total.fallbackStreaming += s.fallback_streaming;
+    total.leftMap += s.left_map;
   }
   return total;
 }

@@ -73,7 +73,17 @@ struct fp_conn {
 	__u64 streak_bytes1; /* bytes the other side sent since the canonical side last sent */
 	__u32 streak_msgs0;  /* sends of the canonical side since the other side last sent */
 	__u32 streak_msgs1;  /* sends of the other side since the canonical side last sent */
+	__u64 redir0;	     /* FP_REDIR_*: may the canonical side still redirect (claimed once, by
+				cmpxchg) */
+	__u64 redir1;	     /* FP_REDIR_*: may the other side still redirect */
 };
+
+/* fp_conn.redir*: a side claims OPEN->TAKEN before its first redirect; its peer claims OPEN->CLOSED
+ * before it leaves the sockhash. Whoever claims first wins, so no redirect can race the peer's
+ * removal. */
+#define FP_REDIR_OPEN	0
+#define FP_REDIR_TAKEN	1
+#define FP_REDIR_CLOSED 2
 
 /* A listening socket, so the passive side of its connections can be judged before accept(). */
 struct fp_listener_key {
@@ -108,6 +118,8 @@ struct fp_stats {
 				    socket */
 	__u64 fallback_streaming; /* connections moved to the normal path: one-way streaming (streak
 				     limits) */
+	__u64 left_map; /* sockets that left the sockhash after both directions settled on the
+			   normal path */
 };
 
 /* Per-socket state (socket local storage), one per direction of a connection. */

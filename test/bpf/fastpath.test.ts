@@ -165,8 +165,9 @@ describePrivileged('same-node fast path', () => {
       expect(bulk.ok).toBe(true);
       let after = fp.counters();
       expect(delta(after, before, 'fallbackStreaming')).toBe(1n);
-      // 64 sends redirected at most before the switch, the rest on TCP.
+      // 64 sends redirected at most before the switch, the rest on TCP; then the sender left the map.
       expect(delta(after, before, 'redirectedBytes')).toBeLessThanOrEqual(65n * 1024n);
+      expect(delta(after, before, 'leftMap')).toBe(1n);
       before = fp.counters();
       const pp = await io(['pingpong', 1024, 2000], true);
       expect(pp.ok).toBe(true);
