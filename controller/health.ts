@@ -1,5 +1,5 @@
 import { normaliseIp } from './catalog/address';
-import { type Backend, backendId, type Catalog } from './catalog/types';
+import { type Backend, backendId, type Catalog, type Service } from './catalog/types';
 import type { Clock } from './clock';
 import {
   type BackendHealth,
@@ -71,11 +71,12 @@ export function backendKey(serviceKey: string, backend: Pick<Backend, 'address' 
 }
 
 export class HealthAggregator {
+  private readonly services = new Map<string, Service>();
   private readonly backends = new Map<string, BackendInfo>();
-  private readonly byNode = new Map<string, WireBackendRef[]>();
-  /** Backend keys of each node's backends (to find their reports when the node comes or goes). */
-  private readonly keysByNode = new Map<string, string[]>();
-  private readonly externals: string[] = [];
+  /** Checked node backends of each node. */
+  private readonly byNode = new Map<string, Map<string, WireBackendRef>>();
+  /** Checked external backends. */
+  private readonly externals = new Set<string>();
   /** Owners of each external backend, best score first. */
   private readonly externalOwners = new Map<string, readonly Owner[]>();
   private readonly connected = new Set<string>();
@@ -86,38 +87,68 @@ export class HealthAggregator {
 
   constructor(private readonly options: HealthAggregatorOptions) {}
 
+  /**
+   * Installs a new catalog. Incremental: services that are the same object as before (the parser's cache
+   * keeps unchanged services identical) cost a lookup; only agents whose assignment may change are told.
+   * Reports survive a service change as long as the backend is still there and still checked.
+   */
   setCatalog(catalog: Catalog): void {
-    this.backends.clear();
-    this.byNode.clear();
-    this.keysByNode.clear();
-    this.externals.length = 0;
+    const nodes = new Set<string>();
+    const added: string[] = [];
+    const removed: string[] = [];
+    const seen = new Set<string>();
     for (const service of catalog.services) {
-      for (const b of service.backends) {
-        const key = backendKey(service.key, b);
-        const ref = { service: service.key, address: b.address, port: b.port ?? 0 };
-        this.backends.set(key, {
-          serviceKey: service.key,
-          ref,
-          node: b.node,
-          checked: service.healthCheck !== null,
-        });
-        if (service.healthCheck === null) continue;
-        if (b.node === null) this.externals.push(key);
-        else {
-          const list = this.byNode.get(b.node);
-          if (list) list.push(ref);
-          else this.byNode.set(b.node, [ref]);
-          const keys = this.keysByNode.get(b.node);
-          if (keys) keys.push(key);
-          else this.keysByNode.set(b.node, [key]);
-        }
+      seen.add(service.key);
+      const old = this.services.get(service.key);
+      if (old === service) continue;
+      if (old) this.removeService(old, nodes, removed);
+      this.addService(service, nodes, added);
+      this.services.set(service.key, service);
+    }
+    for (const [key, old] of this.services) {
+      if (seen.has(key)) continue;
+      this.removeService(old, nodes, removed);
+      this.services.delete(key);
+    }
+    for (const key of removed) if (!this.backends.get(key)?.checked) this.reports.delete(key);
+    this.updateReports(added);
+    this.notify(nodes);
+  }
+
+  private addService(service: Service, nodes: Set<string>, added: string[]): void {
+    const checked = service.healthCheck !== null;
+    for (const b of service.backends) {
+      const key = backendKey(service.key, b);
+      const ref = { service: service.key, address: b.address, port: b.port ?? 0 };
+      this.backends.set(key, { serviceKey: service.key, ref, node: b.node, checked });
+      if (!checked) continue;
+      added.push(key);
+      if (b.node !== null) {
+        const refs = this.byNode.get(b.node) ?? new Map<string, WireBackendRef>();
+        this.byNode.set(b.node, refs);
+        refs.set(key, ref);
+        nodes.add(b.node);
+      } else {
+        this.externals.add(key);
+        const owners = this.rank(key);
+        this.externalOwners.set(key, owners);
+        for (const o of owners) nodes.add(o.name);
       }
     }
-    for (const key of this.reports.keys()) if (!this.backends.get(key)?.checked) this.reports.delete(key);
-    this.externalOwners.clear();
-    for (const key of this.externals) this.externalOwners.set(key, this.rank(key));
-    this.updateReports(this.reports.keys());
-    this.notify(this.connected);
+  }
+
+  private removeService(service: Service, nodes: Set<string>, removed: string[]): void {
+    for (const b of service.backends) {
+      const key = backendKey(service.key, b);
+      this.backends.delete(key);
+      removed.push(key);
+      if (b.node !== null) {
+        if (this.byNode.get(b.node)?.delete(key)) nodes.add(b.node);
+      } else if (this.externals.delete(key)) {
+        for (const o of this.externalOwners.get(key) ?? []) nodes.add(o.name);
+        this.externalOwners.delete(key);
+      }
+    }
   }
 
   /**
@@ -128,7 +159,7 @@ export class HealthAggregator {
     this.connected.add(node);
     const count = this.options.externalOwners ?? 2;
     const moved = new Set<string>([node]);
-    const touched: string[] = [...(this.keysByNode.get(node) ?? [])];
+    const touched: string[] = [...(this.byNode.get(node)?.keys() ?? [])];
     for (const key of this.externals) {
       const owners = this.externalOwners.get(key) ?? [];
       const candidate = { name: node, score: hash32(`${key}\u0000${node}`) };
@@ -152,7 +183,7 @@ export class HealthAggregator {
     this.connected.delete(node);
     this.lastAssignment.delete(node);
     const moved = new Set<string>();
-    const touched: string[] = [...(this.keysByNode.get(node) ?? [])];
+    const touched: string[] = [...(this.byNode.get(node)?.keys() ?? [])];
     for (const key of this.externals) {
       if (!this.externalOwners.get(key)?.some((o) => o.name === node)) continue;
       const next = this.rank(key);
@@ -174,7 +205,7 @@ export class HealthAggregator {
 
   /** The backends a node's agent must probe now. */
   assignment(node: string): WireBackendRef[] {
-    const refs = [...(this.byNode.get(node) ?? [])];
+    const refs = [...(this.byNode.get(node)?.values() ?? [])];
     for (const key of this.externals) {
       if (this.externalOwners.get(key)?.some((o) => o.name === node)) refs.push(this.backends.get(key)!.ref);
     }

@@ -36,7 +36,7 @@ class ManualClock implements Clock {
   }
 }
 
-function catalog(externals: number) {
+function catalog(externals: number, options: { weight?: number; withA?: boolean } = {}) {
   const text = YAML.stringify({
     services: [
       {
@@ -45,7 +45,9 @@ function catalog(externals: number) {
         ports: [{ port: 80 }],
         healthCheck: { protocol: 'tcp', interval: '1s', timeout: '500ms' },
         backends: [
-          { address: '10.0.1.1', node: 'node-a' },
+          ...(options.withA === false
+            ? []
+            : [{ address: '10.0.1.1', node: 'node-a', weight: options.weight ?? 1 }]),
           { address: '10.0.1.2', node: 'node-b' },
           ...Array.from({ length: externals }, (_, i) => ({ address: `192.0.2.${i + 1}` })),
         ],
@@ -155,5 +157,18 @@ describe('HealthAggregator', () => {
     clock.advance(1000);
     expect(h.health('default/web', { address: '10.0.1.1', port: null }).state).toBe('unknown');
     expect(changes).toEqual([['default/web']]);
+  });
+
+  test('reports survive an edit of their service, and go away with their backend', () => {
+    const { h } = setup(0);
+    h.agentConnected('node-a');
+    h.report('node-a', [
+      { service: 'default/web', address: '10.0.1.1', port: 0, state: 'UNHEALTHY', reason: 'x' },
+    ]);
+    h.setCatalog(catalog(0, { weight: 5 }));
+    expect(h.health('default/web', { address: '10.0.1.1', port: null }).state).toBe('unhealthy');
+    h.setCatalog(catalog(0, { withA: false }));
+    h.setCatalog(catalog(0));
+    expect(h.health('default/web', { address: '10.0.1.1', port: null }).state).toBe('unknown');
   });
 });
