@@ -40,7 +40,7 @@ export function readMapUsage(
 
 /** Every backend's kernel state, decoded from the pinned maps under `bpffs`. */
 export function readKernelStatus(bpf: NativeBpf, bpffs: string): KernelBackendStatus[] {
-  const view = readDataplane(bpf, bpffs);
+  const view = readDataplane(bpf, bpffs, { membership: false });
   const out: KernelBackendStatus[] = [];
   for (const service of view.services) {
     for (const b of service.backends) {

@@ -115,7 +115,7 @@ export interface NodeAgentOptions {
   /** Default: this agent probes every backend whose node is this node, and every backend in standalone. */
   readonly owns?: ProbeOwnership;
   readonly panicThreshold?: number;
-  /** How often the kernel's per-backend state is read back (default 500 ms). */
+  /** How often the kernel's per-backend state is read back (default 1000 ms). */
   readonly pollIntervalMs?: number;
   readonly now?: () => number;
 }
@@ -291,7 +291,7 @@ export class NodeAgent {
 
   start(): void {
     this.options.health.start();
-    const interval = this.options.pollIntervalMs ?? 500;
+    const interval = this.options.pollIntervalMs ?? 1000;
     this.poller = setInterval(() => this.pollKernel(), interval);
     this.poller.unref();
   }

@@ -11,6 +11,7 @@ import {
   BackendCodec,
   BackendStateCodec,
   BackendStatsCodec,
+  LB_BACKEND_ACTIVE,
   LB_BACKEND_F_LOCAL,
   LB_SLOT_GEN_BIT,
   LB_SLOT_MEMBER_BIT,
@@ -106,6 +107,8 @@ function mapView(map: BpfMap, pin: string): MapView {
 }
 
 export interface ReadOptions {
+  /** Read the selection tables to tell which backends are in rotation (default true; the agent's poll skips it). */
+  readonly membership?: boolean;
   /** Monotonic now in ns (bpf_ktime_get_ns clock); injected by tests. */
   readonly nowNs?: bigint;
 }
@@ -127,7 +130,7 @@ export function readDataplane(bpf: NativeBpf, bpffs: string, options: ReadOption
   try {
     const services = open(LbMaps.services);
     const backends = open(LbMaps.backends);
-    const slots = open(LbMaps.slots);
+    const slots = options.membership === false ? undefined : open(LbMaps.slots);
     const states = open(LbMaps.backendState);
     const backendStats = open(LbMaps.backendStats);
     const serviceStats = open(LbMaps.serviceStats);
@@ -143,7 +146,7 @@ export function readDataplane(bpf: NativeBpf, bpffs: string, options: ReadOption
       const s = ServiceCodec.decode(value);
       liveGeneration.set(s.id, s.generation);
     }
-    if (slots) {
+    if (slots && options.membership !== false) {
       const { keys, values } = slots.lookupBatch();
       keys.forEach((key, i) => {
         const k = SlotKeyCodec.decode(key);
@@ -173,7 +176,9 @@ export function readDataplane(bpf: NativeBpf, bpffs: string, options: ReadOption
         weight: b.weight,
         state: stateName(b.state),
         local: (b.flags & LB_BACKEND_F_LOCAL) !== 0,
-        rotation: memberSets.get(b.service_id)?.has(id) ? 'in-rotation' : 'out',
+        rotation: (slots ? memberSets.get(b.service_id)?.has(id) : b.state === LB_BACKEND_ACTIVE)
+          ? 'in-rotation'
+          : 'out',
         ejected: ejectedUntil > nowNs,
         ejectedForMs: ejectedUntil > nowNs ? Number((ejectedUntil - nowNs) / 1_000_000n) : 0,
         consecutiveFailures: st?.consecutive_fails ?? 0,

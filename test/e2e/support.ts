@@ -101,6 +101,7 @@ export function startAgent(
   netns: Netns,
   args: readonly string[],
   bpffs = sandbox.bpffsDir,
+  dns = 'off',
 ): AgentProcess {
   const argv = [
     'nsenter',
@@ -114,7 +115,7 @@ export function startAgent(
     '--metrics',
     '127.0.0.1:0',
     '--dns',
-    'off',
+    dns,
     '--log-level',
     'debug',
     ...args,
