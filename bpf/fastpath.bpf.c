@@ -416,6 +416,14 @@ int fp_msg(struct sk_msg_md *msg)
 		return fp_pass(stats, state, stats ? &stats->fallback_disabled : NULL, size);
 	if (state->mode == FP_MODE_UNDECIDED && cfg->max_msg_bytes && size > cfg->max_msg_bytes)
 		return fp_pass(stats, state, stats ? &stats->fallback_policy : NULL, size);
+	/*
+	 * A sender that blocks (a socket accepted without SOCK_NONBLOCK from a non-blocking
+	 * listener, or one that cleared O_NONBLOCK) sends the normal way, so its ACKs let it leave
+	 * the sockhash (fp_try_leave) and its blocking reads go back to plain TCP.
+	 */
+	if (!cfg->allow_blocking &&
+	    fp_tcp_sock_blocking(bpf_skc_to_tcp_sock(msg->sk)) == FP_SOCK_BLOCKING)
+		return fp_pass(stats, state, stats ? &stats->fallback_blocking : NULL, size);
 	if (fp_peer_key_from_msg(msg, &key))
 		return fp_pass(stats, state, stats ? &stats->fallback_no_peer : NULL, size);
 	fp_key_set_netns(&key, bpf_get_netns_cookie(msg));

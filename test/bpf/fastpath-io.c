@@ -48,14 +48,23 @@
 static int family = AF_INET;
 static int nonblock;	/* -n: O_NONBLOCK sockets driven by poll(), as an event loop does */
 static int listen_port; /* -p PORT: listen on this port instead of an ephemeral one */
+static int
+    accept_blocking; /* -b (with -n): accept() without SOCK_NONBLOCK, the server side blocks */
 
 /* In -n mode, waits for the socket to become ready and returns 1 (retry); otherwise 0. */
 static int wait_ready(int fd, short events)
 {
 	struct pollfd pfd = {fd, events, 0};
 
-	if (!nonblock || (errno != EAGAIN && errno != EWOULDBLOCK))
+	int saved = errno;
+
+	/* Only a non-blocking socket may see EAGAIN; on a blocking one it is counted by the caller.
+	 */
+	if (!nonblock || (saved != EAGAIN && saved != EWOULDBLOCK) ||
+	    !(fcntl(fd, F_GETFL) & O_NONBLOCK)) {
+		errno = saved;
 		return 0;
+	}
 	poll(&pfd, 1, 1000);
 	return 1;
 }
@@ -153,7 +162,7 @@ static int connect_to(const struct sockaddr_storage *addr, socklen_t len)
 static int accept_from(int lfd)
 {
 	for (;;) {
-		int fd = accept4(lfd, NULL, NULL, nonblock ? SOCK_NONBLOCK : 0);
+		int fd = accept4(lfd, NULL, NULL, nonblock && !accept_blocking ? SOCK_NONBLOCK : 0);
 
 		if (fd >= 0)
 			return fd;
@@ -970,7 +979,7 @@ static int cmd_connrate(size_t size, int count)
 
 static void usage(void)
 {
-	fprintf(stderr, "usage: fastpath-io [-6] [-n] [-p PORT] "
+	fprintf(stderr, "usage: fastpath-io [-6] [-n] [-b] [-p PORT] "
 			"xfer|halfclose|sendfile|concurrent|peerclose|slowreader|"
 			"stall|hold|pingpong|bulk|connrate ARGS\n");
 	exit(64);
@@ -1003,6 +1012,8 @@ int main(int argc, char **argv)
 			family = AF_INET6;
 		else if (!strcmp(argv[i], "-n"))
 			nonblock = 1;
+		else if (!strcmp(argv[i], "-b"))
+			accept_blocking = 1;
 		else if (!strcmp(argv[i], "-p") && i + 1 < argc)
 			listen_port = (int)arg_u64(argv, ++i, argc, "PORT");
 		else

@@ -21,6 +21,8 @@ export interface FastpathIoOptions {
   /** O_NONBLOCK sockets driven by poll() (-n), as event loops use them; default blocking reads. */
   nonblocking?: boolean;
   ipv6?: boolean;
+  /** With nonblocking: accepted sockets block (-b), as a blocking worker behind a non-blocking acceptor. */
+  blockingAccept?: boolean;
   /** Listen on this port (-p); default ephemeral. */
   port?: number;
   /** Kill the helper after this long (default 60 s). */
@@ -43,6 +45,7 @@ export function runFastpathIo(
   const flags = [
     ...(options.ipv6 ? ['-6'] : []),
     ...(options.nonblocking ? ['-n'] : []),
+    ...(options.blockingAccept ? ['-b'] : []),
     ...(options.port ? ['-p', String(options.port)] : []),
   ];
   const argv = [FASTPATH_IO, ...flags, ...args.map(String)];
