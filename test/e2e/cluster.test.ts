@@ -243,6 +243,18 @@ describePrivileged('cluster of three nodes, end to end', () => {
     // PreferNode: node → zone → all. node-b shares node-a's zone, so the zone tier takes over (node-c is
     // in zone-2 and stays out while zone-1 has a healthy backend).
     expect(Object.keys(after.names).sort()).toEqual(['node-b']);
+    // The controller merges node-a's report and pushes it: node-c, which does not probe node-a's backend,
+    // stops choosing it too (through health, without failing connects once it has the update).
+    const deadline = Date.now() + 10_000;
+    let fromC: LoopSummary;
+    do {
+      await sleep(200);
+      fromC = await loop(c, c.nodes['node-c'], VIP, 40, 0);
+    } while (
+      (fromC.names['node-a'] !== undefined || Object.keys(fromC.errors).length > 0) &&
+      Date.now() < deadline
+    );
+    expect(fromC).toMatchObject({ names: { 'node-b': 40 }, errors: {} });
     // Other nodes keep their own backend.
     const stillB = await loop(c, c.nodes['node-b'], LOCAL_VIP, 30, 0);
     expect(stillB).toMatchObject({ names: { 'node-b': 30 }, errors: {} });
@@ -314,5 +326,22 @@ describePrivileged('cluster of three nodes, end to end', () => {
     const after = await loop(c, c.nodes['node-c'], VIP, 400, 0);
     expect(after.errors).toEqual({});
     expect(share(after.names, 'node-b')).toBeGreaterThan(0.67);
+  });
+
+  it('keeps every connect working while an agent in controller mode is killed with -9 and restarted', async () => {
+    const c = cluster!;
+    const node = c.nodes['node-c'];
+    const running = loop(c, node, VIP, 300, 10);
+    await sleep(700);
+    const exited = new Promise((r) => node.agent!.child.once('exit', r));
+    node.agent!.child.kill('SIGKILL');
+    await exited;
+    await sleep(300);
+    node.agent = startAgentIn(c, node, 'zone-2');
+    await node.agent.log.waitFor(msgIs('adopted the pinned data plane'), 20_000, 'adoption');
+    await node.agent.log.waitFor(msgIs('catalog applied'), 20_000, 'resync after restart');
+    const summary = await running;
+    expect(summary.errors).toEqual({});
+    expect(Object.keys(summary.names).sort()).toEqual(['node-a', 'node-b']);
   });
 });
