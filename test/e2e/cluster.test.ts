@@ -8,7 +8,7 @@
  * traffic unaffected, restarted → resync; invalid catalog edit → never pushed, old state kept.
  */
 import type { ChildProcess } from 'node:child_process';
-import { mkdirSync } from 'node:fs';
+import { mkdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { describePrivileged } from '../support/privileged';
@@ -211,6 +211,7 @@ describePrivileged('cluster of three nodes, end to end', () => {
     if (process.env.SLUICE_E2E_DEBUG)
       console.log(cluster?.nodes['node-c'].agent?.log.raw.slice(-40).join('\n'));
     await cluster?.sb.cleanup();
+    if (cluster) rmSync(cluster.file, { force: true });
   });
 
   it('spreads a service by weight across nodes', async () => {

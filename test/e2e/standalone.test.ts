@@ -5,7 +5,7 @@
  * killed; the agent killed with -9 mid-loop; SIGTERM keeps the data plane and uninstall removes it.
  */
 import { execFileSync } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { existsSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, beforeAll, expect, it } from 'vitest';
 import { describePrivileged } from '../support/privileged';
@@ -27,9 +27,11 @@ import {
 const VIP = '10.96.0.10';
 
 let sandbox: Sandbox | undefined;
+const files: string[] = [];
 afterEach(async () => {
   await sandbox?.cleanup();
   sandbox = undefined;
+  for (const file of files.splice(0)) rmSync(file, { force: true });
 });
 
 interface Node {
@@ -54,6 +56,7 @@ async function node(label: string, names: string[]): Promise<Node> {
   }
   // The catalog file lives beside the pins' parent, in a plain directory of the sandbox run.
   const file = join('/tmp', `sluice-e2e-${sb.id}.yaml`);
+  files.push(file);
   return { sb, ns, file, ports, kill };
 }
 
