@@ -1,7 +1,7 @@
 /**
  * Controller benchmark: 1000 simulated agents on real gRPC streams over loopback, 10 000 services.
  *
- *   make ts && node dist/bench/controller.js [--agents 1000] [--services 10000] [--changes 20]
+ *   make ts && node dist/bench/controller.js [--agents 1000] [--services 10000] [--changes 20] [--dry-run]
  *
  * Measures, with the controller in its own process (bin/sluice-controller's code, JSON catalog file):
  * - full snapshot: one fresh agent connecting until it has the whole catalog decoded (several runs);
@@ -13,7 +13,7 @@
  */
 import { type ChildProcess, spawn } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
-import { cpus, tmpdir } from 'node:os';
+import { cpus, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { parseArgs } from 'node:util';
@@ -22,18 +22,32 @@ import { benchCatalog } from './controller-catalog';
 
 const ROOT = join(__dirname, '..', '..');
 
+/** The controller's own timings per catalog load, from its log. */
+const controllerTimings: { readMs: number; parseMs: number; applyMs?: number; fanOutMs?: number }[] = [];
+
 /** Reads the controller's JSON log until it says where it listens; later warnings are passed through. */
 function listeningPort(child: ChildProcess): Promise<number> {
   return new Promise((resolve, reject) => {
     let found = false;
     child.once('exit', (code) => reject(new Error(`controller exited with ${code}`)));
     createInterface({ input: child.stdout! }).on('line', (line) => {
-      let entry: { msg?: string; port?: number; level?: number };
+      let entry: {
+        msg?: string;
+        port?: number;
+        level?: number;
+        readMs?: number;
+        parseMs?: number;
+        applyMs?: number;
+        fanOutMs?: number;
+      };
       try {
         entry = JSON.parse(line);
       } catch {
         return;
       }
+      if (entry.msg === 'catalog read')
+        controllerTimings.push({ readMs: entry.readMs ?? 0, parseMs: entry.parseMs ?? 0 });
+      if (entry.msg === 'catalog changed') Object.assign(controllerTimings.at(-1) ?? {}, entry);
       if (!found && entry.msg === 'controller listening' && typeof entry.port === 'number') {
         found = true;
         resolve(entry.port);
@@ -77,6 +91,8 @@ async function main(): Promise<void> {
       services: { type: 'string', default: '10000' },
       changes: { type: 'string', default: '20' },
       snapshots: { type: 'string', default: '3' },
+      // Prints the results without touching docs/benchmarks.md (for trial runs).
+      'dry-run': { type: 'boolean', default: false },
     },
   });
   const agentCount = Number(values.agents);
@@ -194,12 +210,20 @@ async function main(): Promise<void> {
       firstMs.push(first - t0);
     }
     const memEnd = procMemory(child.pid!);
+    const changeTimings = controllerTimings.slice(-changeCount);
+    const med = (f: (t: (typeof changeTimings)[number]) => number | undefined) =>
+      percentile(
+        changeTimings.map((t) => f(t) ?? Number.NaN),
+        50,
+      );
 
     const fmt = (n: number) => n.toFixed(1);
     const lines = [
       `Run ${new Date().toISOString()} on ${cpus().length} CPUs (${cpus()[0]?.model.trim()}), Node ${process.version}; ` +
         'controller in its own process, agents in the benchmark process, all on loopback. ' +
-        'The machine was shared with other jobs: compare ratios, not absolutes.',
+        `The machine was shared with other jobs (load average ${loadavg()
+          .map((l) => l.toFixed(1))
+          .join(' / ')} at the end): compare ratios, not absolutes.`,
       '',
       `Command: \`make ts && node dist/bench/controller.js --agents ${agentCount} --services ${serviceCount} --changes ${changeCount}\``,
       '',
@@ -213,6 +237,9 @@ async function main(): Promise<void> {
       `| one-service change → all ${agentCount} agents ACKed, p50 | ${fmt(percentile(allAckMs, 50))} ms |`,
       `| one-service change → all ${agentCount} agents ACKed, p99 (${changeCount} changes) | ${fmt(percentile(allAckMs, 99))} ms |`,
       `| one-service change → first agent ACKed, p50 | ${fmt(percentile(firstMs, 50))} ms |`,
+      `| of which in the controller, p50: read file / parse+validate / diff+apply / write to all streams | ` +
+        `${fmt(med((t) => t.readMs))} / ${fmt(med((t) => t.parseMs))} / ${fmt(med((t) => t.applyMs))} / ` +
+        `${fmt(med((t) => t.fanOutMs))} ms |`,
       `| controller RSS after loading the catalog | ${fmt(memAfterLoad.rssMiB)} MiB |`,
       `| controller RSS with ${agentCount} agents | ${fmt(memConnected.rssMiB)} MiB |`,
       `| controller RSS at the end / peak (VmHWM) | ${fmt(memEnd.rssMiB)} / ${fmt(memEnd.hwmMiB)} MiB |`,
@@ -224,9 +251,15 @@ async function main(): Promise<void> {
     ];
     const section = lines.join('\n');
     console.log(section);
-    mkdirSync(join(ROOT, 'bench/results'), { recursive: true });
-    writeFileSync(join(ROOT, 'bench/results/controller.md'), `${section}\n`);
-    writeSection(join(ROOT, 'docs/benchmarks.md'), 'controller', `## Controller\n\n${section}`);
+    if (!values['dry-run']) {
+      mkdirSync(join(ROOT, 'bench/results'), { recursive: true });
+      writeFileSync(join(ROOT, 'bench/results/controller.md'), `${section}\n`);
+      writeSection(
+        join(ROOT, 'docs/benchmarks.md'),
+        'controller',
+        `## Controller (bench/controller.ts)\n\n${section}`,
+      );
+    }
   } finally {
     const exited = new Promise((r) =>
       child.exitCode !== null

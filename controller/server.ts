@@ -223,21 +223,26 @@ export class ControllerServer {
     this.metrics.configInvalid.set(0);
     this.metrics.configErrors.set(0);
     this.metrics.configLoads.inc({ result: 'ok' });
+    const started = this.clock.now();
     this.health.setCatalog(catalog);
     const change = this.store.setCatalog(catalog);
     this.metrics.catalogServices.set(catalog.services.length);
     this.metrics.catalogBackends.set(catalog.services.reduce((n, s) => n + s.backends.length, 0));
+    const applied = this.clock.now();
+    this.fanOut(change);
     if (change) {
       this.logger.info(
         {
           version: change.version,
           upserts: change.delta.upserts.length,
           deletes: change.delta.deletes.length,
+          agents: this.sessions.size,
+          applyMs: Math.round((applied - started) * 10) / 10,
+          fanOutMs: Math.round((this.clock.now() - applied) * 10) / 10,
         },
         'catalog changed',
       );
     }
-    this.fanOut(change);
   }
 
   private invalidCatalog(errors: readonly CatalogError[]): void {

@@ -110,6 +110,7 @@ export class FileCatalogSource implements CatalogSource {
   private async readOnce(): Promise<void> {
     if (this.stopped && this.loads > 0) return;
     let text: string;
+    const started = this.options.clock.now();
     try {
       const st = await stat(this.options.path);
       this.lastStat = `${st.size}:${st.mtimeMs}:${st.ino}`;
@@ -122,7 +123,18 @@ export class FileCatalogSource implements CatalogSource {
     if (text === this.lastText) return;
     this.lastText = text;
     this.loads++;
+    const read = this.options.clock.now();
     const result = parseCatalog(text, this.options.path, { cache: this.cache });
+    const parsed = this.options.clock.now();
+    this.options.logger.info(
+      {
+        source: this.options.path,
+        readMs: round(read - started),
+        parseMs: round(parsed - read),
+        ok: result.ok,
+      },
+      'catalog read',
+    );
     if (!result.ok) {
       this.invalid(result.errors);
       return;
@@ -141,4 +153,8 @@ export class FileCatalogSource implements CatalogSource {
     );
     this.listener?.onInvalid(errors);
   }
+}
+
+function round(ms: number): number {
+  return Math.round(ms * 10) / 10;
 }
