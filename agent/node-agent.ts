@@ -21,6 +21,8 @@ import { type AgentMetrics, backendLabel } from './metrics';
 
 /** A backend as programmed for one service port. */
 export interface ProgrammedBackend {
+  /** The backend's identity in the catalog (healthKey): `namespace/name|address:port`. */
+  readonly id: string;
   readonly address: string;
   /** The port connections go to (the backend's own port, else the service port's targetPort). */
   readonly port: number;
@@ -183,6 +185,7 @@ export function planServices(input: {
             // An IPv4 VIP balances to IPv4 backends and an IPv6 VIP to IPv6 ones; weight 0 is drained.
             .filter((b) => b.weight > 0 && b.backend.address.includes(':') === vip.includes(':'))
             .map((b) => ({
+              id: healthKey(service.key, b.backend),
               address: b.backend.address,
               port: backendPort(b.backend, port.targetPort),
               weight: b.backend.weight,
@@ -415,13 +418,10 @@ export class NodeAgent {
     }
     for (const s of services) {
       for (const b of s.backends) {
-        const catalogBackend = catalog?.services
-          .find((svc) => svc.key === s.service)
-          ?.backends.find((cb) => cb.address === b.address);
         index.set(kernelKey(s.vip, s.port, s.protocol, b.address, b.port), {
           service: s.service,
           label: backendLabel(b.address, b.port),
-          key: catalogBackend ? healthKey(s.service, catalogBackend) : `${s.service}|${b.address}`,
+          key: b.id,
         });
       }
     }

@@ -73,8 +73,22 @@ describe('planServices', () => {
     expect(plan.choices.get('default/web')).toMatchObject({ tier: 'node', panic: false });
     const v4 = plan.services.find((s) => s.vip === '10.96.0.10')!;
     expect(v4.backends).toEqual([
-      { address: '10.0.1.11', port: 8080, weight: 3, local: true, draining: false },
-      { address: '10.0.2.12', port: 9090, weight: 1, local: false, draining: true },
+      {
+        id: 'default/web|10.0.1.11:0',
+        address: '10.0.1.11',
+        port: 8080,
+        weight: 3,
+        local: true,
+        draining: false,
+      },
+      {
+        id: 'default/web|10.0.2.12:9090',
+        address: '10.0.2.12',
+        port: 9090,
+        weight: 1,
+        local: false,
+        draining: true,
+      },
     ]);
     const v6 = plan.services.find((s) => s.vip === 'fd00::10')!;
     expect(v6.backends.map((b) => [b.address, b.draining])).toEqual([['fd00::12', true]]);
