@@ -139,6 +139,15 @@ describePrivileged('agent pins', () => {
     out.length = 0;
     expect(await sluicectl(['status', '--bpffs', sb.bpffsDir], io, () => bpf)).toBe(0);
     expect(out.join('')).toMatch(/attached programs\s*│\s*9/);
+    out.length = 0;
+    expect(await sluicectl(['maps', '--json', '--bpffs', sb.bpffsDir], io, () => bpf)).toBe(0);
+    const maps = JSON.parse(out.join('')) as Array<{
+      name: string;
+      entries: number | null;
+      maxEntries: number;
+    }>;
+    expect(maps.find((m) => m.name === LbMaps.services)).toMatchObject({ entries: 1, maxEntries: 65536 });
+    expect(maps.find((m) => m.name === LbMaps.slots)?.entries).toBe(2);
 
     // Uninstall: nothing attached, no pin left.
     const result = uninstall(bpf, { bpffsDir: sb.bpffsDir, cgroupPath: sb.cgroupPath });
