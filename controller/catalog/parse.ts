@@ -3,6 +3,7 @@ import type { z } from 'zod';
 import { ipFamily, isUnspecified, normaliseIp } from './address';
 import { CATALOG_DEFAULTS } from './defaults';
 import { parseDuration } from './duration';
+import { splitJsonServices } from './json-split';
 import {
   CatalogSchema,
   fallbackMessage,
@@ -267,11 +268,54 @@ export function parseCatalog(
   return result;
 }
 
+interface ServiceInput {
+  /** Cache key: the service's JSON text (as written, or as re-serialised). */
+  readonly fingerprint: string;
+  /** The parsed service; undefined only for a cache hit on the split path. */
+  readonly input: unknown;
+}
+
+/**
+ * The fast path for big JSON catalogs parsed with a cache: split the services' texts without parsing them,
+ * and parse only the ones the cache does not know. Null when the text does not split cleanly or a service
+ * is not valid JSON (the normal path then reports the problem).
+ */
+function splitInputs(
+  text: string,
+  cache: CatalogParseCache,
+): { doc: unknown; inputs: ServiceInput[] } | null {
+  const split = splitJsonServices(text);
+  if (!split) return null;
+  try {
+    const doc = JSON.parse(split.skeleton);
+    const inputs = split.services.map((fingerprint) => ({
+      fingerprint,
+      input: cache.get(fingerprint) ? undefined : JSON.parse(fingerprint),
+    }));
+    return { doc, inputs };
+  } catch {
+    return null;
+  }
+}
+
 function parseWith(text: string, source: string, cache: CatalogParseCache | undefined): CatalogParseResult {
-  const doc = readDocument(text, source);
-  if (!doc.ok) return { ok: false, errors: doc.errors };
-  const parsed = CatalogSchema.safeParse(doc.value, { error: fallbackMessage });
+  let value: unknown;
+  let inputs: ServiceInput[] | null = null;
+  const fast = cache && /^\s*\{/.test(text) ? splitInputs(text, cache) : null;
+  if (fast) {
+    value = fast.doc;
+    inputs = fast.inputs;
+  } else {
+    const doc = readDocument(text, source);
+    if (!doc.ok) return { ok: false, errors: doc.errors };
+    value = doc.value;
+  }
+  const parsed = CatalogSchema.safeParse(value, { error: fallbackMessage });
   if (!parsed.success) return { ok: false, errors: zodErrors(parsed.error) };
+  inputs ??= parsed.data.services.map((input) => ({
+    fingerprint: cache ? JSON.stringify(input) : '',
+    input,
+  }));
 
   const errors: CatalogError[] = [];
   const services: Service[] = [];
@@ -304,8 +348,7 @@ function parseWith(text: string, source: string, cache: CatalogParseCache | unde
       });
     }
   };
-  parsed.data.services.forEach((input, i) => {
-    const fingerprint = cache ? JSON.stringify(input) : '';
+  inputs.forEach(({ fingerprint, input }, i) => {
     const cached = cache?.get(fingerprint);
     if (cached) {
       cache?.keep(fingerprint, cached);

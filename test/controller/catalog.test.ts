@@ -4,12 +4,14 @@ import { describe, expect, test } from 'vitest';
 import YAML from 'yaml';
 import {
   CATALOG_DEFAULTS,
+  CatalogParseCache,
   formatCatalogError,
   formatDuration,
   normaliseIp,
   parseCatalog,
   parseDuration,
 } from '../../controller/catalog';
+import { splitJsonServices } from '../../controller/catalog/json-split';
 
 const example = readFileSync(join(__dirname, 'fixtures/issue-example.yaml'), 'utf8');
 
@@ -458,5 +460,81 @@ describe('durations and addresses', () => {
     ]) {
       expect(parseDuration(text)).not.toBeNull();
     }
+  });
+});
+
+describe('re-parsing with a cache', () => {
+  const doc = (weight: number) => ({
+    domain: 'mesh.local',
+    services: [
+      { name: 'a', vip: '10.96.0.1', ports: [{ port: 80 }], backends: [{ address: '10.0.0.1', weight }] },
+      { name: 'b', vip: '10.96.0.2', ports: [{ port: 80 }], backends: [{ address: '10.0.0.2' }] },
+      { name: 'c', vip: '10.96.0.3', ports: [{ name: 'x', port: 80 }], backends: [] },
+    ],
+  });
+
+  test.each([
+    ['JSON', (d: object) => JSON.stringify(d, null, 2)],
+    ['compact JSON', (d: object) => JSON.stringify(d)],
+    ['YAML', (d: object) => YAML.stringify(d)],
+  ])('%s: same result as without a cache; unchanged services are the same objects', (_name, write) => {
+    const cache = new CatalogParseCache();
+    const first = parseCatalog(write(doc(1)), 'x', { cache });
+    const second = parseCatalog(write(doc(2)), 'x', { cache });
+    expect(second).toEqual(parseCatalog(write(doc(2)), 'x'));
+    if (!first.ok || !second.ok) throw new Error('invalid');
+    expect(second.catalog.services[0]).not.toBe(first.catalog.services[0]);
+    expect(second.catalog.services[0]?.backends[0]?.weight).toBe(2);
+    expect(second.catalog.services[1]).toBe(first.catalog.services[1]);
+    expect(second.catalog.services[2]).toBe(first.catalog.services[2]);
+    expect(cache.size).toBe(3);
+  });
+
+  test('errors are the same with and without a cache, also for cached services that now clash', () => {
+    const cache = new CatalogParseCache();
+    parseCatalog(JSON.stringify(doc(1)), 'x', { cache });
+    const bad = doc(1);
+    bad.services.push({ name: 'a', vip: '10.96.0.2', ports: [{ port: 80 }], backends: [] });
+    const text = JSON.stringify(bad);
+    const withCache = parseCatalog(text, 'x', { cache });
+    expect(withCache).toEqual(parseCatalog(text, 'x'));
+    expect(withCache.ok ? [] : withCache.errors.map(formatCatalogError)).toEqual([
+      'services[3].name: service default/a is already defined at services[0]',
+      'services[3].ports[0]: 10.96.0.2:80/TCP is already used by services[1]',
+    ]);
+  });
+
+  test('JSON with a syntax error inside a service falls back to the normal error', () => {
+    const cache = new CatalogParseCache();
+    parseCatalog(JSON.stringify(doc(1)), 'x', { cache });
+    const text = JSON.stringify(doc(1)).replace('"name":"b"', '"name":"b",,');
+    expect(parseCatalog(text, 'x.json', { cache })).toEqual(parseCatalog(text, 'x.json'));
+  });
+});
+
+describe('splitJsonServices', () => {
+  test.each([
+    '{"services":[]}',
+    ' { "domain" : "x.y" , "services" : [ {"name":"a","s":"}]\\"{["} , {"n":[1,[2,{"a":"b"}]],"t":true,"f":null,"x":-1.5e3} ] } ',
+    '{"services":[{"a":1}],"domain":"mesh.local"}',
+    '{"a":{"services":[1]},"services":[{"b":"\\\\"}]}',
+  ])('splits %s like JSON.parse', (text) => {
+    const split = splitJsonServices(text);
+    expect(split).not.toBeNull();
+    const whole = JSON.parse(text);
+    expect(split!.services.map((s) => JSON.parse(s))).toEqual(whole.services);
+    expect(JSON.parse(split!.skeleton)).toEqual({ ...whole, services: [] });
+  });
+
+  test.each([
+    '[]',
+    '{"domain":"x"}',
+    '{"services":{}}',
+    '{"services":[],"services":[]}',
+    '{"services":[1,]}',
+    '{"services":[{"a":1}]} x',
+    '{"services":[{"a":"unterminated}]}',
+  ])('declines %s', (text) => {
+    expect(splitJsonServices(text)).toBeNull();
   });
 });
