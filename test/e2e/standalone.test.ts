@@ -8,11 +8,13 @@ import { execFileSync } from 'node:child_process';
 import { existsSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, beforeAll, expect, it } from 'vitest';
+import { startEchoServer } from '../fixtures/tcp';
 import { describePrivileged } from '../support/privileged';
 import { createSandbox, type Netns, type Sandbox } from '../support/sandbox';
 import {
   type AgentProcess,
   fetchInNetns,
+  LogTail,
   metricsUrl,
   msgIs,
   ROOT,
@@ -207,10 +209,28 @@ describePrivileged('standalone agent, end to end', () => {
     expect(late, JSON.stringify(summary.events.filter(([, r]) => r.startsWith('!')))).toEqual([]);
   });
 
-  it('keeps every connect working while the agent is killed with -9 and restarted', async () => {
+  it('keeps existing connections and every new connect working while the agent is killed with -9 and restarted', async () => {
     const n = await node('e2e-kill-agent', ['a', 'b']);
-    writeCatalog(n.file, catalog(n, { a: 1, b: 1 }));
+    // A second service for a long-lived connection: an echo server behind 10.96.0.11:7.
+    const echo = await startEchoServer(n.sb, { netns: n.ns, host: '127.0.2.1' });
+    const withEcho = catalog(n, { a: 1, b: 1 });
+    withEcho.services.push({
+      ...withEcho.services[0]!,
+      name: 'echo',
+      vip: '10.96.0.11',
+      ports: [{ name: 'echo', port: 7, targetPort: echo.port, protocol: 'TCP' }],
+      backends: [{ address: '127.0.2.1', port: echo.port, weight: 1 }],
+    });
+    writeCatalog(n.file, withEcho);
     const first = await agent(n);
+    const held = n.sb.spawn(
+      [process.execPath, join(ROOT, 'test/fixtures/hold-client.js'), '10.96.0.11', '7', '4'],
+      {
+        netns: n.ns,
+        inCgroup: true,
+      },
+    );
+    const heldResult = new LogTail(held).waitFor((l) => 'sent' in l, 15_000, 'hold-client result');
     const loop = startLoop(n.sb, n.ns, VIP, 80, 300, 10);
     await sleep(700);
     first.child.kill('SIGKILL');
@@ -221,6 +241,10 @@ describePrivileged('standalone agent, end to end', () => {
     expect(summary.errors).toEqual({});
     expect(summary.names.a).toBeGreaterThan(0);
     expect(summary.names.b).toBeGreaterThan(0);
+    // The connection opened before the kill kept echoing through it and after the restart.
+    const kept = await heldResult;
+    expect(kept.error).toBeUndefined();
+    expect(kept).toMatchObject({ sent: 40, echoed: 40, remoteAddress: '10.96.0.11' });
   });
 
   it('leaves the data plane in place on SIGTERM; uninstall removes every program and pin', async () => {
