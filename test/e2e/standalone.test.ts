@@ -201,10 +201,10 @@ describePrivileged('standalone agent, end to end', () => {
     const unhealthy = await a.log.waitFor((l) => l.msg === 'backend health changed' && l.to === 'unhealthy');
     expect(String(unhealthy.reason)).toMatch(/ECONNREFUSED|timeout/);
     expect(String(unhealthy.backend)).toContain(`127.0.1.3:${n.ports.c}`);
-    // Nothing fails once interval × threshold (plus slack for the first loop start) has passed.
+    // Nothing fails once interval × threshold has passed (plus slack for a loaded machine).
     const loopStart = killedAt - 1000;
     const late = summary.events.filter(
-      ([t, r]) => loopStart + t > killedAt + 2 * 200 + 800 && r.startsWith('!'),
+      ([t, r]) => loopStart + t > killedAt + 2 * 200 + 1500 && r.startsWith('!'),
     );
     expect(late, JSON.stringify(summary.events.filter(([, r]) => r.startsWith('!')))).toEqual([]);
   });
