@@ -10,7 +10,7 @@
  * "burst" forces every probe due at the same instant each interval (random() = 0, no jitter): the worst
  * case, where bounded concurrency is what keeps the loop responsive.
  *
- * Run: make ts && node dist/bench/health-probes.js [--targets 5000] [--seconds 5]
+ * Run: make ts && node dist/bench/health-probes.js [--targets 5000] [--seconds 3] [--rounds 3]
  * (about 2 minutes of two busy cores at the defaults.)
  * Writes bench/results/health.md and the `health` section of docs/benchmarks.md.
  */
@@ -18,7 +18,7 @@ import { fork } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { createServer as createHttpServer } from 'node:http';
 import { type AddressInfo, createServer, type Server } from 'node:net';
-import { cpus } from 'node:os';
+import { cpus, loadavg } from 'node:os';
 import { resolve } from 'node:path';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { parseArgs } from 'node:util';
@@ -172,11 +172,36 @@ async function runScenario(scenario: Scenario, ports: number[], seconds: number)
   };
 }
 
-function table(results: Result[], targets: number, seconds: number): string {
+/** Per field, the median over rounds (failures: the total). */
+function medianResult(scenario: Scenario, list: Result[]): Result {
+  const med = (pick: (r: Result) => number) => {
+    const values = list.map(pick).sort((a, b) => a - b);
+    const mid = values.length >> 1;
+    return values.length % 2 ? values[mid]! : (values[mid - 1]! + values[mid]!) / 2;
+  };
+  return {
+    ...scenario,
+    probes: list.reduce((n, r) => n + r.probes, 0),
+    failures: list.reduce((n, r) => n + r.failures, 0),
+    probesPerSecond: med((r) => r.probesPerSecond),
+    probeP50: med((r) => r.probeP50),
+    probeP99: med((r) => r.probeP99),
+    loopP50: med((r) => r.loopP50),
+    loopP99: med((r) => r.loopP99),
+    loopMax: med((r) => r.loopMax),
+    peakQueued: med((r) => r.peakQueued),
+    cpuPerProbeUs: med((r) => r.cpuPerProbeUs),
+    cpuPercent: med((r) => r.cpuPercent),
+  };
+}
+
+function table(results: Result[], targets: number, seconds: number, rounds: number, load: string): string {
   const f = (n: number, d = 1) => (Number.isFinite(n) ? n.toFixed(d) : '-');
   const lines = [
-    `${targets} real loopback listeners (separate process), ${seconds} s per scenario, ` +
-      `${cpus().length} CPUs (shared with other work), node ${process.version}. Event-loop delay: ` +
+    `${targets} real loopback listeners per protocol (separate processes), ${seconds} s per scenario, ` +
+      `${rounds} interleaved rounds, median per column (failed: total), ` +
+      `${cpus().length} CPUs shared with other work (1-minute load average ${load}), node ${process.version}. ` +
+      'Event-loop delay: ' +
       `perf_hooks.monitorEventLoopDelay sampled every ${RESOLUTION_MS} ms, minus that period (0 = on time). ` +
       '"spread": the production schedule (first probes spread over one interval, ±10% jitter); "burst": every ' +
       'probe due at the same instant each interval (worst case). "idle" is the same process with no probes: ' +
@@ -215,7 +240,8 @@ async function main(): Promise<void> {
       serve: { type: 'string' },
       protocol: { type: 'string', default: 'tcp' },
       targets: { type: 'string', default: '5000' },
-      seconds: { type: 'string', default: '5' },
+      seconds: { type: 'string', default: '3' },
+      rounds: { type: 'string', default: '3' },
     },
   });
   if (values.serve) {
@@ -224,6 +250,7 @@ async function main(): Promise<void> {
   }
   const targets = Number(values.targets);
   const seconds = Number(values.seconds);
+  const rounds = Number(values.rounds);
   const scenarios: Scenario[] = [];
   for (const protocol of ['tcp', 'http'] as const) {
     const s = (
@@ -248,7 +275,7 @@ async function main(): Promise<void> {
     s('burst', 1000, DEFAULT_CONCURRENCY, DEFAULT_STARTS_PER_TURN);
     s('burst', 1000, 64, DEFAULT_STARTS_PER_TURN);
   }
-  const results: Result[] = [];
+  const loadBefore = loadavg()[0]!.toFixed(1);
   const idle: Scenario = {
     name: 'idle',
     protocol: 'none',
@@ -257,29 +284,34 @@ async function main(): Promise<void> {
     startsPerTurn: 1,
     intervalMs: 1000,
   };
-  results.push(await runScenario(idle, [], seconds));
-  console.log(
-    `idle: loop delay p99 ${results[0]!.loopP99.toFixed(1)} ms max ${results[0]!.loopMax.toFixed(1)} ms`,
-  );
-  for (const protocol of ['tcp', 'http'] as const) {
-    const listeners = await startListeners(targets, protocol);
-    try {
-      for (const scenario of scenarios.filter((s) => s.protocol === protocol)) {
-        const result = await runScenario(scenario, listeners.ports, seconds);
+  const all = [idle, ...scenarios];
+  const runs = new Map<Scenario, Result[]>(all.map((sc) => [sc, []]));
+  const listeners = {
+    tcp: await startListeners(targets, 'tcp'),
+    http: await startListeners(targets, 'http'),
+  };
+  try {
+    // Rounds interleave the scenarios so a burst of load from elsewhere hits all of them alike.
+    for (let round = 1; round <= rounds; round++) {
+      for (const scenario of all) {
+        const ports = scenario.protocol === 'none' ? [] : listeners[scenario.protocol].ports;
+        const result = await runScenario(scenario, ports, seconds);
         console.log(
-          `${scenario.name}: ${result.probesPerSecond.toFixed(0)} probes/s, ${result.failures} failed, ` +
+          `round ${round} ${scenario.name}: ${result.probesPerSecond.toFixed(0)} probes/s, ${result.failures} failed, ` +
             `CPU ${result.cpuPercent.toFixed(0)}%, ` +
             `loop delay p99 ${result.loopP99.toFixed(1)} ms max ${result.loopMax.toFixed(1)} ms, ` +
             `probe p99 ${result.probeP99.toFixed(1)} ms`,
         );
-        results.push(result);
-        await new Promise((r) => setTimeout(r, 500));
+        runs.get(scenario)!.push(result);
+        await new Promise((r) => setTimeout(r, 300));
       }
-    } finally {
-      await listeners.stop();
     }
+  } finally {
+    await listeners.tcp.stop();
+    await listeners.http.stop();
   }
-  const body = `## Health probes (bench/health-probes.ts)\n\n${table(results, targets, seconds)}\n`;
+  const results = all.map((scenario) => medianResult(scenario, runs.get(scenario)!));
+  const body = `## Health probes (bench/health-probes.ts)\n\n${table(results, targets, seconds, rounds, `${loadBefore} at the start, ${loadavg()[0]!.toFixed(1)} at the end`)}\n`;
   mkdirSync(resolve(ROOT, 'bench/results'), { recursive: true });
   writeFileSync(resolve(ROOT, 'bench/results/health.md'), `${body}\n`);
   writeSection(resolve(ROOT, 'docs/benchmarks.md'), 'health', body);
