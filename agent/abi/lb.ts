@@ -21,6 +21,8 @@ export type LbAlgorithmName = keyof typeof LbAlgorithm;
 /** lb_service.flags (LB_SVC_F_*). */
 export const LB_SVC_F_AFFINITY = 0x01;
 export const LB_SVC_F_NODE_LOCAL = 0x02;
+/** The slots are the member list (one slot per member, in order): no separate member entries. */
+export const LB_SVC_F_MEMBERS_ARE_SLOTS = 0x04;
 
 /** lb_backend.state (LB_BACKEND_*). */
 export const LB_BACKEND_ACTIVE = 1;

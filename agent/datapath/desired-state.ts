@@ -181,6 +181,20 @@ function desiredService(spec: ServiceSpec, field: string, settings: LbSettings):
   };
 }
 
+/** A service's identity from its VIP, port and protocol (default tcp), as desired-state keys it. */
+export function serviceRefKey(
+  ref: { vip: string; port: number; protocol?: 'tcp' | 'udp' },
+  field = 'service',
+): string {
+  const vip = checkAddress(ref.vip, `${field}.vip`);
+  const port = checkInteger(ref.port, `${field}.port`, 1, 65_535);
+  const protocol = ref.protocol ?? SERVICE_DEFAULTS.protocol;
+  if (protocol !== 'tcp' && protocol !== 'udp') {
+    throw new LbModelError(`${field}.protocol`, `must be tcp or udp, got ${JSON.stringify(protocol)}`);
+  }
+  return serviceKeyString(vip.text, port, protocol === 'tcp' ? IPPROTO_TCP : IPPROTO_UDP);
+}
+
 /** What the maps should hold for these services. Throws LbModelError on bad input or a duplicate key. */
 export function computeDesiredState(services: readonly ServiceSpec[], settings: LbSettings): DesiredState {
   if (!Array.isArray(services)) throw new LbModelError('services', 'must be an array');

@@ -11,11 +11,26 @@
  *  4. reclaim (after a grace period for programs still holding the old record): removed members'
  *     backends, deleted services' tables, orphans; freed ids get their counters zeroed.
  * Capacity checks run before any operation, so a change that does not fit writes nothing.
+ *
+ * A full diff makes the maps hold exactly `desired`; a partial one (options.partial) changes only the
+ * services in `desired` and removes those in options.remove, carrying every other service over untouched
+ * (O(changed services), for one-service updates on top of thousands).
+ *
+ * When a table is the member list itself (one slot per member, in order: every unweighted policy) the
+ * member list is not written twice: the record carries LB_SVC_F_MEMBERS_ARE_SLOTS and readers use the
+ * slots.
  */
-import { LB_SLOT_GEN_BIT, LB_SLOT_MEMBER_BIT } from '../abi/lb';
+import { LB_SLOT_GEN_BIT, LB_SLOT_MEMBER_BIT, LB_SVC_F_MEMBERS_ARE_SLOTS } from '../abi/lb';
 import type { DesiredMember, DesiredState, ServiceConfig, ServiceKey } from './desired-state';
 import { LbCapacityError, type LbSettings } from './settings';
-import type { DatapathState, MemberState, ServiceState, SlotRef } from './state';
+import {
+  type DatapathState,
+  type IdChanges,
+  type MemberState,
+  type ServiceState,
+  type SlotRef,
+  serviceSlotEntries,
+} from './state';
 
 export interface BackendWrite {
   readonly id: number;
@@ -31,6 +46,8 @@ export interface ServiceWrite {
   readonly key: ServiceKey;
   readonly id: number;
   readonly config: ServiceConfig;
+  /** config.flags plus the layout flag LB_SVC_F_MEMBERS_ARE_SLOTS. */
+  readonly flags: number;
   readonly generation: number;
   readonly slotCount: number;
   readonly backendCount: number;
@@ -51,7 +68,12 @@ export interface DatapathPlan {
   readonly reclaimBackendIds: readonly number[];
   readonly reclaimSlots: readonly SlotRef[];
   readonly reclaimServiceIds: readonly number[];
+  /** the state after phase 4 */
   readonly next: DatapathState;
+  /** the state between phase 3 and the end of phase 4: what is being reclaimed counts as orphans */
+  readonly pending: DatapathState;
+  /** ids this plan allocates (recorded when phase 1 starts) and frees (when phase 4 ends) */
+  readonly ids: IdChanges;
   readonly summary: {
     readonly servicesAdded: number;
     readonly servicesChanged: number;
@@ -66,18 +88,24 @@ export function slotIndex(generation: number, position: number, member = false):
   return ((generation ? LB_SLOT_GEN_BIT : 0) | (member ? LB_SLOT_MEMBER_BIT : 0) | position) >>> 0;
 }
 
-/** Lowest free ids in [1, max], skipping `used`. */
+/** Lowest free ids in [1, max] from `start`, skipping `used` and what this plan took; reads only. */
 class IdAllocator {
-  private next = 1;
+  readonly taken: number[] = [];
+  private readonly takenSet = new Set<number>();
+  private next: number;
   constructor(
-    private readonly used: Set<number>,
+    private readonly used: ReadonlySet<number>,
     private readonly max: number,
-  ) {}
+    start: number,
+  ) {
+    this.next = Math.max(1, start);
+  }
   take(): number | undefined {
-    while (this.next <= this.max && this.used.has(this.next)) this.next++;
+    while (this.next <= this.max && (this.used.has(this.next) || this.takenSet.has(this.next))) this.next++;
     if (this.next > this.max) return undefined;
     const id = this.next++;
-    this.used.add(id);
+    this.taken.push(id);
+    this.takenSet.add(id);
     return id;
   }
 }
@@ -104,38 +132,46 @@ function halfEntries(generation: number, serviceId: number, slots: number, membe
   return refs;
 }
 
+export interface DiffOptions {
+  /** change only the services in `desired` (and remove those in `remove`), keep all others */
+  readonly partial?: boolean;
+  /** partial diffs: service key strings to remove */
+  readonly remove?: readonly string[];
+}
+
 export function diffDatapath(
   current: DatapathState,
   desired: DesiredState,
   settings: LbSettings,
+  options: DiffOptions = {},
 ): DatapathPlan {
+  const partial = options.partial === true;
+  const removeKeys = new Set<string>();
+  if (partial) {
+    for (const key of options.remove ?? [])
+      if (current.services.has(key) && !desired.has(key)) removeKeys.add(key);
+  } else {
+    for (const key of current.services.keys()) if (!desired.has(key)) removeKeys.add(key);
+  }
+
   // Capacity first: services, then backends (removed ones are freed only after the new are written),
-  // then table entries (peak: both halves of every service plus what is reclaimed last).
-  let servicesAfter = 0;
+  // then table entries (peak: every entry now, plus what the rewritten halves grow by).
   let newServices = 0;
   let newBackends = 0;
   for (const want of desired.values()) {
-    servicesAfter++;
     const have = current.services.get(want.keyString);
     if (!have) newServices++;
     for (const member of want.members) if (!have?.members.has(member.identity)) newBackends++;
   }
-  if (servicesAfter > settings.maxServices || current.services.size + newServices > settings.maxServices) {
+  if (current.services.size + newServices > settings.maxServices) {
     throw new LbCapacityError(
       'maxServices',
       settings.maxServices,
-      Math.max(servicesAfter, current.services.size + newServices),
+      current.services.size + newServices,
       'services',
     );
   }
-  let backendsNow = current.orphanBackendIds.length;
-  const usedBackendIds = new Set<number>(current.orphanBackendIds);
-  const usedServiceIds = new Set<number>();
-  for (const s of current.services.values()) {
-    usedServiceIds.add(s.id);
-    backendsNow += s.members.size;
-    for (const m of s.members.values()) usedBackendIds.add(m.id);
-  }
+  const backendsNow = current.ids.backendIds.size;
   if (backendsNow + newBackends > settings.maxBackends) {
     throw new LbCapacityError(
       'maxBackends',
@@ -144,9 +180,8 @@ export function diffDatapath(
       'backends, removed ones counted until reclaimed',
     );
   }
-
-  const backendIds = new IdAllocator(usedBackendIds, settings.maxBackends);
-  const serviceIds = new IdAllocator(usedServiceIds, settings.maxServices);
+  const backendIds = new IdAllocator(current.ids.backendIds, settings.maxBackends, current.ids.backendHint);
+  const serviceIds = new IdAllocator(current.ids.serviceIds, settings.maxServices, current.ids.serviceHint);
 
   const backendWrites: BackendWrite[] = [];
   const newBackendIds: number[] = [];
@@ -157,7 +192,10 @@ export function diffDatapath(
   const reclaimBackendIds: number[] = [...current.orphanBackendIds];
   const reclaimSlots: SlotRef[] = [...current.orphanSlots];
   const reclaimServiceIds: number[] = [];
-  const nextServices = new Map<string, ServiceState>();
+  const nextServices = partial
+    ? new Map<string, ServiceState>(current.services)
+    : new Map<string, ServiceState>();
+  for (const key of removeKeys) nextServices.delete(key);
   const summary = {
     servicesAdded: 0,
     servicesChanged: 0,
@@ -165,26 +203,29 @@ export function diffDatapath(
     backendsAdded: 0,
     backendsRemoved: 0,
   };
-  let peakSlots = current.orphanSlots.length;
+  let peakSlots = current.slotEntries;
+  let slotEntriesAfter = current.slotEntries - current.orphanSlots.length;
 
   for (const want of desired.values()) {
     const have = current.services.get(want.keyString);
     const serviceId = have ? have.id : serviceIds.take();
-    if (serviceId === undefined)
+    if (serviceId === undefined) {
       throw new LbCapacityError('maxServices', settings.maxServices, settings.maxServices + 1, 'no free id');
+    }
 
     const members = new Map<string, MemberState>();
     let membersChanged = false;
     for (const member of want.members) {
       const old = have?.members.get(member.identity);
       const id = old ? old.id : backendIds.take();
-      if (id === undefined)
+      if (id === undefined) {
         throw new LbCapacityError(
           'maxBackends',
           settings.maxBackends,
           settings.maxBackends + 1,
           'no free id',
         );
+      }
       if (!old) {
         newBackendIds.push(id);
         summary.backendsAdded++;
@@ -216,42 +257,42 @@ export function diffDatapath(
 
     const activeIds = want.active.map((identity) => members.get(identity)!.id);
     const slots = want.table.map((i) => activeIds[i]!);
+    const membersAreSlots = sameNumbers(slots, activeIds);
     const tableChanged = !have || !sameNumbers(have.slots, slots) || !sameNumbers(have.activeIds, activeIds);
     let generation = have ? have.generation : 0;
     let otherHalf = have ? have.otherHalf : { slots: 0, members: 0 };
+    let memberEntries = have ? have.memberEntries : 0;
     if (tableChanged) {
       const half = have ? 1 - have.generation : 0;
+      const newMemberEntries = membersAreSlots ? 0 : activeIds.length;
       // Leftovers of the half being rewritten, past the new sizes.
       for (let i = slots.length; i < otherHalf.slots; i++)
         slotDeletes.push({ serviceId, index: slotIndex(half, i) });
-      for (let i = activeIds.length; i < otherHalf.members; i++) {
+      for (let i = newMemberEntries; i < otherHalf.members; i++) {
         slotDeletes.push({ serviceId, index: slotIndex(half, i, true) });
       }
       slots.forEach((backendId, i) => {
         slotWrites.push({ serviceId, index: slotIndex(half, i), backendId });
       });
-      activeIds.forEach((backendId, i) => {
-        slotWrites.push({ serviceId, index: slotIndex(half, i, true), backendId });
-      });
-      otherHalf = have
-        ? { slots: have.slots.length, members: have.activeIds.length }
-        : { slots: 0, members: 0 };
-      generation = half;
-    }
-    if (!have) peakSlots += slots.length + activeIds.length;
-    else if (tableChanged) {
+      if (!membersAreSlots) {
+        activeIds.forEach((backendId, i) => {
+          slotWrites.push({ serviceId, index: slotIndex(half, i, true), backendId });
+        });
+      }
       peakSlots +=
-        Math.max(have.otherHalf.slots, slots.length) +
-        Math.max(have.otherHalf.members, activeIds.length) +
-        have.slots.length +
-        have.activeIds.length;
-    } else
-      peakSlots += have.slots.length + have.activeIds.length + have.otherHalf.slots + have.otherHalf.members;
+        Math.max(0, slots.length - otherHalf.slots) + Math.max(0, newMemberEntries - otherHalf.members);
+      slotEntriesAfter += slots.length + newMemberEntries - otherHalf.slots - otherHalf.members;
+      otherHalf = have ? { slots: have.slots.length, members: have.memberEntries } : { slots: 0, members: 0 };
+      generation = half;
+      memberEntries = newMemberEntries;
+    }
+    const flags = want.config.flags | (membersAreSlots ? LB_SVC_F_MEMBERS_ARE_SLOTS : 0);
     if (tableChanged || !have || !sameConfig(have.config, want.config)) {
       serviceWrites.push({
         key: want.key,
         id: serviceId,
         config: want.config,
+        flags,
         generation,
         slotCount: slots.length,
         backendCount: activeIds.length,
@@ -270,21 +311,22 @@ export function diffDatapath(
       members,
       slots,
       activeIds,
+      memberEntries,
       otherHalf,
     });
   }
 
-  for (const [keyString, have] of current.services) {
-    if (desired.has(keyString)) continue;
+  for (const keyString of removeKeys) {
+    const have = current.services.get(keyString)!;
     serviceDeletes.push(have.key);
     for (const m of have.members.values()) reclaimBackendIds.push(m.id);
     summary.backendsRemoved += have.members.size;
-    reclaimSlots.push(...halfEntries(have.generation, have.id, have.slots.length, have.activeIds.length));
+    reclaimSlots.push(...halfEntries(have.generation, have.id, have.slots.length, have.memberEntries));
     reclaimSlots.push(
       ...halfEntries(1 - have.generation, have.id, have.otherHalf.slots, have.otherHalf.members),
     );
-    peakSlots += have.slots.length + have.activeIds.length + have.otherHalf.slots + have.otherHalf.members;
     reclaimServiceIds.push(have.id);
+    slotEntriesAfter -= serviceSlotEntries(have);
     summary.servicesRemoved++;
   }
   if (peakSlots > settings.maxSlots) {
@@ -306,7 +348,26 @@ export function diffDatapath(
     reclaimBackendIds,
     reclaimSlots,
     reclaimServiceIds,
-    next: { services: nextServices, orphanBackendIds: [], orphanSlots: [] },
+    next: {
+      services: nextServices,
+      orphanBackendIds: [],
+      orphanSlots: [],
+      ids: current.ids,
+      slotEntries: slotEntriesAfter,
+    },
+    pending: {
+      services: nextServices,
+      orphanBackendIds: reclaimBackendIds,
+      orphanSlots: reclaimSlots,
+      ids: current.ids,
+      slotEntries: slotEntriesAfter + reclaimSlots.length,
+    },
+    ids: {
+      addBackends: backendIds.taken,
+      addServices: serviceIds.taken,
+      freeBackends: reclaimBackendIds,
+      freeServices: reclaimServiceIds,
+    },
     summary,
   };
 }

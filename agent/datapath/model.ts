@@ -62,13 +62,30 @@ export function checkInteger(value: unknown, field: string, min: number, max: nu
 }
 
 /** The address in canonical text (IPv4 dotted, IPv6 compressed) and its 16-byte form. */
-export function checkAddress(value: unknown, field: string): { text: string; bytes: Buffer; v4: boolean } {
+export interface CheckedAddress {
+  readonly text: string;
+  readonly bytes: Buffer;
+  readonly v4: boolean;
+}
+
+// Parsed addresses, reused across syncs (backends repeat, and a full sync re-reads every VIP).
+const addressCache = new Map<string, CheckedAddress>();
+const ADDRESS_CACHE_MAX = 262_144;
+
+export function checkAddress(value: unknown, field: string): CheckedAddress {
+  if (typeof value === 'string') {
+    const cached = addressCache.get(value);
+    if (cached) return cached;
+  }
   if (typeof value !== 'string' || isIP(value) === 0) {
     throw new LbModelError(field, `must be an IPv4 or IPv6 address, got ${JSON.stringify(value)}`);
   }
   const bytes = ipToBytes16(value);
   const text = bytes16ToIp(bytes);
-  return { text, bytes, v4: isIP(text) === 4 };
+  const checked = Object.freeze({ text, bytes, v4: isIP(text) === 4 });
+  if (addressCache.size >= ADDRESS_CACHE_MAX) addressCache.clear();
+  addressCache.set(value, checked);
+  return checked;
 }
 
 export function checkAlgorithm(value: unknown, field: string): LbAlgorithmName {

@@ -13,6 +13,7 @@ import {
   LB_SLOT_GEN_BIT,
   LB_SLOT_INDEX_MASK,
   LB_SLOT_MEMBER_BIT,
+  LB_SVC_F_MEMBERS_ARE_SLOTS,
   ServiceCodec,
   ServiceKeyCodec,
   ServiceStatsCodec,
@@ -21,7 +22,14 @@ import {
 import { type ServiceKey, serviceKeyString } from './desired-state';
 import type { DatapathPlan } from './diff';
 import type { KvMap, LbMapSet } from './lb-maps';
-import type { DatapathState, MemberState, ServiceState, SlotRef } from './state';
+import {
+  applyIds,
+  type DatapathState,
+  datapathState,
+  type MemberState,
+  type ServiceState,
+  type SlotRef,
+} from './state';
 
 export interface ApplyResult {
   /** ms from the start until every service record was written (the change is live). */
@@ -99,9 +107,12 @@ export function restoreState(maps: LbMapSet): DatapathState {
     const half = record.generation ? LB_SLOT_GEN_BIT : 0;
     const slots: number[] = [];
     const activeIds: number[] = [];
+    const membersAreSlots = (record.flags & LB_SVC_F_MEMBERS_ARE_SLOTS) !== 0;
+    const memberEntries = membersAreSlots ? 0 : record.backend_count;
     for (let s = 0; s < record.slot_count; s++) slots.push(table.get((half | s) >>> 0) ?? 0);
-    for (let m = 0; m < record.backend_count; m++)
-      activeIds.push(table.get((half | LB_SLOT_MEMBER_BIT | m) >>> 0) ?? 0);
+    for (let m = 0; m < record.backend_count; m++) {
+      activeIds.push(table.get((half | (membersAreSlots ? 0 : LB_SLOT_MEMBER_BIT) | m) >>> 0) ?? 0);
+    }
     // The other half's extent, and garbage past the live half's counts (a crash mid-write).
     let otherSlots = 0;
     let otherMembers = 0;
@@ -110,7 +121,7 @@ export function restoreState(maps: LbMapSet): DatapathState {
       const member = (index & LB_SLOT_MEMBER_BIT) !== 0;
       const inLive = ((index & LB_SLOT_GEN_BIT) !== 0) === (record.generation !== 0);
       if (inLive) {
-        if (position >= (member ? record.backend_count : record.slot_count)) {
+        if (position >= (member ? memberEntries : record.slot_count)) {
           orphanSlots.push({ serviceId: record.id, index });
         }
       } else if (member) otherMembers = Math.max(otherMembers, position + 1);
@@ -139,7 +150,7 @@ export function restoreState(maps: LbMapSet): DatapathState {
       id: record.id,
       config: {
         algorithm: record.algorithm,
-        flags: record.flags,
+        flags: record.flags & ~LB_SVC_F_MEMBERS_ARE_SLOTS,
         maxEjectPct: record.max_eject_pct,
         affinityTimeoutS: record.affinity_timeout_s,
         ejectThreshold: record.eject_threshold,
@@ -150,6 +161,7 @@ export function restoreState(maps: LbMapSet): DatapathState {
       members,
       slots,
       activeIds,
+      memberEntries,
       otherHalf: { slots: otherSlots, members: otherMembers },
     });
   });
@@ -158,7 +170,7 @@ export function restoreState(maps: LbMapSet): DatapathState {
     for (const index of table.keys()) orphanSlots.push({ serviceId, index });
   }
   const orphanBackendIds = [...backendsById.keys()].filter((id) => !ownedBackends.has(id));
-  return { services, orphanBackendIds, orphanSlots };
+  return datapathState(services, orphanBackendIds, orphanSlots);
 }
 
 export interface MapDatapathWriterOptions {
@@ -190,8 +202,9 @@ export class MapDatapathWriter implements DatapathWriter {
   private async applyNow(plan: DatapathPlan): Promise<ApplyResult> {
     const started = performance.now();
     const { maps } = this;
+    applyIds(this.current.ids, plan.ids, 'allocate');
 
-    // 1. backends, with fresh live state for new ids
+    // 1. backends (new ids have zero live state and counters: zeroed when last freed)
     updateAll(
       maps.backends,
       plan.backendWrites.map((w) => u32Key(w.id)),
@@ -205,12 +218,6 @@ export class MapDatapathWriter implements DatapathWriter {
           service_id: w.serviceId,
         }),
       ),
-    );
-    const zeroState = Buffer.alloc(BackendStateCodec.size);
-    updateAll(
-      maps.backendState,
-      plan.newBackendIds.map(u32Key),
-      plan.newBackendIds.map(() => zeroState),
     );
     // 2. tables, into the inactive halves
     deleteAll(maps.slots, plan.slotDeletes.map(encodeSlotKey));
@@ -227,7 +234,7 @@ export class MapDatapathWriter implements DatapathWriter {
         ServiceCodec.encode({
           id: w.id,
           algorithm: w.config.algorithm,
-          flags: w.config.flags,
+          flags: w.flags,
           generation: w.generation,
           max_eject_pct: w.config.maxEjectPct,
           slot_count: w.slotCount,
@@ -247,12 +254,15 @@ export class MapDatapathWriter implements DatapathWriter {
       plan.reclaimBackendIds.length > 0 || plan.reclaimSlots.length > 0 || plan.reclaimServiceIds.length > 0;
     if (reclaiming) {
       // Until reclaimed, the removed entries are orphans: a failure (or crash) leaves them for the next run.
-      this.current = {
-        ...plan.next,
-        orphanBackendIds: [...plan.reclaimBackendIds],
-        orphanSlots: [...plan.reclaimSlots],
-      };
+      this.current = plan.pending;
       if (this.options.reclaimGraceMs > 0) await sleep(this.options.reclaimGraceMs);
+      // Zero the live state before the entry goes: a crash in between leaves an orphan, reclaimed again.
+      const zeroState = Buffer.alloc(BackendStateCodec.size);
+      updateAll(
+        maps.backendState,
+        plan.reclaimBackendIds.map(u32Key),
+        plan.reclaimBackendIds.map(() => zeroState),
+      );
       deleteAll(maps.backends, plan.reclaimBackendIds.map(u32Key));
       deleteAll(maps.slots, plan.reclaimSlots.map(encodeSlotKey));
       const zeroBackendStats = Array.from({ length: maps.cpus }, () => Buffer.alloc(BackendStatsCodec.size));
@@ -260,6 +270,7 @@ export class MapDatapathWriter implements DatapathWriter {
       const zeroServiceStats = Array.from({ length: maps.cpus }, () => Buffer.alloc(ServiceStatsCodec.size));
       for (const id of plan.reclaimServiceIds) maps.serviceStats.updatePerCpu(u32Key(id), zeroServiceStats);
     }
+    applyIds(this.current.ids, plan.ids, 'free');
     this.current = plan.next;
     return { effectiveMs, totalMs: performance.now() - started, summary: plan.summary };
   }

@@ -38,8 +38,9 @@
 #define LB_ALG_LEAST_CONN  3
 
 /* lb_service.flags */
-#define LB_SVC_F_AFFINITY   0x01 /* client (netns cookie) affinity with a timeout */
-#define LB_SVC_F_NODE_LOCAL 0x02 /* only node-local backends are in the table (informational) */
+#define LB_SVC_F_AFFINITY	   0x01 /* client (netns cookie) affinity with a timeout */
+#define LB_SVC_F_NODE_LOCAL	   0x02 /* only node-local backends are in the table (informational) */
+#define LB_SVC_F_MEMBERS_ARE_SLOTS 0x04 /* member i is slot i: no member-list entries */
 
 /* lb_backend.state */
 #define LB_BACKEND_ACTIVE   1 /* in the service's selection table */

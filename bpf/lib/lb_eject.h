@@ -40,7 +40,7 @@ static __always_inline int lb_eject_allowed(const struct lb_service *svc, __u64 
 	__u32 members = svc->backend_count;
 
 	scan.service_id = svc->id;
-	scan.half = (svc->generation ? LB_SLOT_GEN_BIT : 0) | LB_SLOT_MEMBER_BIT;
+	scan.half = lb_member_half(svc);
 	scan.now = now;
 	if (members > LB_MAX_EJECT_SCAN)
 		members = LB_MAX_EJECT_SCAN;
@@ -72,6 +72,7 @@ static __always_inline void lb_connect_failed(struct lb_sock *sock)
 	struct lb_backend_state *state;
 	__u32 backend_id = sock->backend_id;
 	__u32 service_id = sock->service_id;
+	struct lb_backend *backend;
 	struct lb_service *svc;
 	__u64 now, duration;
 	__u32 fails, ejects;
@@ -82,6 +83,9 @@ static __always_inline void lb_connect_failed(struct lb_sock *sock)
 	svc_stats = bpf_map_lookup_elem(&sluice_lb_service_stats_v1, &service_id);
 	if (svc_stats)
 		svc_stats->connect_failures++;
+	backend = bpf_map_lookup_elem(&sluice_lb_backends_v1, &backend_id);
+	if (!backend || backend->service_id != service_id)
+		return; /* left the service (its id may be free or reused) */
 	state = bpf_map_lookup_elem(&sluice_lb_backend_state_v1, &backend_id);
 	if (!state)
 		return;

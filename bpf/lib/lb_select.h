@@ -59,6 +59,17 @@ static __always_inline int lb_addr_equal(const __u8 *a, const __u8 *b)
 	return x[0] == y[0] && x[1] == y[1] && x[2] == y[2] && x[3] == y[3];
 }
 
+/* Slot-index prefix of the live member list (the slots themselves when they are the member list).
+ */
+static __always_inline __u32 lb_member_half(const struct lb_service *svc)
+{
+	__u32 half = svc->generation ? LB_SLOT_GEN_BIT : 0;
+
+	if (!(svc->flags & LB_SVC_F_MEMBERS_ARE_SLOTS))
+		half |= LB_SLOT_MEMBER_BIT;
+	return half;
+}
+
 static __always_inline __u32 lb_slot_get(__u32 service_id, __u32 index)
 {
 	struct lb_slot_key key = {.service_id = service_id, .index = index};
@@ -147,7 +158,7 @@ static __always_inline __u32 lb_slot_usable(const struct lb_service *svc, __u32 
 /* Least-connections: two distinct random members, the one with fewer active connections wins. */
 static __always_inline __u32 lb_pick_least_conn(const struct lb_service *svc, __u64 *now)
 {
-	__u32 half = (svc->generation ? LB_SLOT_GEN_BIT : 0) | LB_SLOT_MEMBER_BIT;
+	__u32 half = lb_member_half(svc);
 	__u32 n = svc->backend_count;
 	__u32 a, b, first, second;
 

@@ -9,6 +9,7 @@ import {
   BackendCodec,
   LB_SLOT_GEN_BIT,
   LB_SLOT_MEMBER_BIT,
+  LB_SVC_F_MEMBERS_ARE_SLOTS,
   ServiceCodec,
   ServiceKeyCodec,
   SlotKeyCodec,
@@ -64,9 +65,8 @@ function readLiveSet(
     return bytes16ToIp(decoded.addr);
   };
   const slots = Array.from({ length: record.slot_count }, (_, i) => resolve(half | i));
-  const members = Array.from({ length: record.backend_count }, (_, i) =>
-    resolve(half | LB_SLOT_MEMBER_BIT | i),
-  );
+  const memberBit = record.flags & LB_SVC_F_MEMBERS_ARE_SLOTS ? 0 : LB_SLOT_MEMBER_BIT;
+  const members = Array.from({ length: record.backend_count }, (_, i) => resolve(half | memberBit | i));
   return { slots, members };
 }
 
@@ -337,6 +337,43 @@ describe('diff and writer', () => {
         small,
       ),
     ).toThrow(/lb\.maxSlots/);
+  });
+
+  it('updates one service on top of many without touching the others', async () => {
+    const writer = createMemoryDatapathWriter({ settings });
+    const dp = new SocketLbDatapath(writer, settings);
+    const many = Array.from({ length: 200 }, (_, i) =>
+      svc(`10.96.1.${i}`, [['10.0.0.1'], ['10.0.0.2', 2]], { algorithm: 'weighted' }),
+    );
+    await dp.sync(many);
+    const before = writer.state;
+    const changed = await dp.update({
+      upsert: [svc('10.96.1.7', [['10.0.0.3']])],
+      remove: [{ vip: '10.96.1.8', port: 80 }],
+    });
+    expect(changed.plan.serviceWrites).toHaveLength(1);
+    expect(changed.plan.serviceDeletes).toHaveLength(1);
+    expect(changed.plan.summary).toMatchObject({
+      servicesChanged: 1,
+      servicesRemoved: 1,
+      backendsAdded: 1,
+      backendsRemoved: 4,
+    });
+    expect(writer.state.services.size).toBe(199);
+    expect(writer.state.services.get('tcp:[10.96.1.9]:80')).toBe(before.services.get('tcp:[10.96.1.9]:80'));
+    expect(readLiveSet(writer.maps, '10.96.1.7')).toEqual({ slots: ['10.0.0.3'], members: ['10.0.0.3'] });
+    expect(readLiveSet(writer.maps, '10.96.1.8')).toBeUndefined();
+    // the same as a full sync of the result: nothing left to do
+    const full = await dp.sync([
+      ...many.filter((_, i) => i !== 7 && i !== 8),
+      svc('10.96.1.7', [['10.0.0.3']]),
+    ]);
+    expect(
+      full.plan.backendWrites.length + full.plan.slotWrites.length + full.plan.serviceWrites.length,
+    ).toBe(0);
+    await expect(
+      dp.update({ upsert: [svc('10.96.1.7', [])], remove: [{ vip: '10.96.1.7', port: 80 }] }),
+    ).rejects.toThrow(/remove\[0\]/);
   });
 
   it('after every single map operation, connect() sees the old backend set or the new one, whole', async () => {
