@@ -25,7 +25,7 @@ C_FORMAT    := $(BPF_SRCS) $(BPF_HDRS) $(BPF_TEST_SRCS) $(wildcard native/src/*.
 
 # Debian packages the build, the tests and the benchmarks need.
 APT_PACKAGES := clang llvm libbpf-dev libelf-dev zlib1g-dev bpftool iproute2 clang-format \
-                iptables nftables ethtool haproxy pkg-config make g++ python3 dnsutils
+                iptables nftables ethtool iperf3 haproxy pkg-config make g++ python3 dnsutils
 
 .PHONY: setup deps bpffs build bpf bpf-test addon ts lint format test test-unit clean demo bench
 

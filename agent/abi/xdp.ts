@@ -6,6 +6,10 @@ import { be16, bytes, defineStruct, u8, u32, u64 } from './codec';
 
 export const XDP_LB_OBJECT = 'xdp_lb.bpf.o';
 export const XDP_LB_PROGRAM = 'xdp_lb';
+/** Benchmark harness: xdp_lb, then the encapsulation undone (test runs only). */
+export const XDP_LB_BENCH_PROGRAM = 'xdp_lb_bench';
+/** Benchmark harness: like xdp_lb_bench, each repetition a new flow (client address bumped). */
+export const XDP_LB_BENCH_NEW_PROGRAM = 'xdp_lb_bench_new';
 export const XDP_DECAP_PROGRAM = 'xdp_decap_tunnel';
 export const XDP_PASS_PROGRAM = 'xdp_pass';
 

@@ -98,23 +98,35 @@ export function buildXdpTopology(
   return { client, router, node, backends, nodeLink: rn.b, routerNodePort: rn.a, backendLinks };
 }
 
-/** nftables DNAT on the node: VIP:port → backends by weight, through a numgen verdict map. */
-export function installNftDnat(topology: XdpTopology, weights: readonly number[]): void {
-  let at = 0;
-  const entries: string[] = [];
-  const total = weights.reduce((a, b) => a + b, 0);
-  weights.forEach((weight, i) => {
-    entries.push(`${at}-${at + weight - 1} : jump backend${i}`);
-    at += weight;
+export interface NftService {
+  readonly port: number;
+  readonly protocols: readonly ('tcp' | 'udp')[];
+  /** weight per backend index (backendAddr(i)); 0 leaves a backend out */
+  readonly weights: readonly number[];
+}
+
+/** nftables DNAT on the node: VIP:port → backends by weight, through a numgen verdict map per service. */
+export function installNftDnat(topology: XdpTopology, services: readonly NftService[]): void {
+  const chains: string[] = [];
+  const rules: string[] = [];
+  services.forEach((service, s) => {
+    let at = 0;
+    const entries: string[] = [];
+    service.weights.forEach((weight, i) => {
+      if (weight <= 0) return;
+      chains.push(`chain s${s}b${i} { dnat to ${backendAddr(i)}; }`);
+      entries.push(weight === 1 ? `${at} : jump s${s}b${i}` : `${at}-${at + weight - 1} : jump s${s}b${i}`);
+      at += weight;
+    });
+    rules.push(
+      `ip daddr ${VIP} meta l4proto { ${service.protocols.join(', ')} } th dport ${service.port} numgen random mod ${at} vmap { ${entries.join(', ')} }`,
+    );
   });
-  const chains = weights
-    .map((_, i) => `chain backend${i} { dnat to ${backendAddr(i)}:${VIP_PORT} }`)
-    .join('\n  ');
   const ruleset = `table ip sluice_bench {
-  ${chains}
+  ${chains.join('\n  ')}
   chain prerouting {
     type nat hook prerouting priority dstnat; policy accept;
-    ip daddr ${VIP} tcp dport ${VIP_PORT} numgen random mod ${total} vmap { ${entries.join(', ')} }
+    ${rules.join('\n    ')}
   }
 }
 `;
