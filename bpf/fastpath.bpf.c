@@ -100,12 +100,13 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } sluice_fp_stats_v1 SEC(".maps");
 
-/* Sticky per-direction mode of each socket that sends through the fast path. */
+/* Sticky per-direction mode of each socket in the sockhash (pinned: it must outlive a restart). */
 struct {
 	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__type(key, int);
 	__type(value, struct fp_sock_state);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } sluice_fp_state_v1 SEC(".maps");
 
 static __always_inline struct fp_config *fp_config(void)
@@ -169,6 +170,16 @@ static __always_inline bool fp_listener_nonblocking(const struct fp_sock_key *ke
 	/* :: (IPv6 any, dual stack) */
 	lk.ip[2] = 0;
 	return bpf_map_lookup_elem(&sluice_fp_listeners_v1, &lk) != NULL;
+}
+
+/* The socket's fast-path state, created on first use (NULL without a socket or memory). */
+static __always_inline struct fp_sock_state *fp_ops_state(struct bpf_sock_ops *ops)
+{
+	struct bpf_sock *sk = ops->sk;
+
+	if (!sk)
+		return NULL;
+	return bpf_sk_storage_get(&sluice_fp_state_v1, sk, NULL, BPF_SK_STORAGE_GET_F_CREATE);
 }
 
 /* Whether the socket behind a sock_ops callback blocks (FP_SOCK_*). */
@@ -285,6 +296,7 @@ static __always_inline void fp_try_leave(struct bpf_sock_ops *ops, struct fp_soc
 SEC("sockops")
 int fp_sockops(struct bpf_sock_ops *ops)
 {
+	struct fp_sock_state *state;
 	struct fp_sock_key key = {};
 	struct fp_config *cfg;
 	struct fp_stats *stats;
@@ -356,6 +368,17 @@ int fp_sockops(struct bpf_sock_ops *ops)
 			stats->skipped_blocking++;
 		return 1;
 	}
+	/*
+	 * The socket's state exists before it can send through the map (fp_msg never creates it),
+	 * so a socket without state never redirects.
+	 */
+	state = fp_ops_state(ops);
+	if (!state) {
+		if (stats)
+			stats->state_failures++;
+		return 1;
+	}
+	state->mode = FP_MODE_UNDECIDED;
 	err = bpf_sock_hash_update(ops, &sluice_fp_socks_v1, &key, BPF_NOEXIST);
 	if (!err && ops->sk) {
 		addr = (__u64)ops->sk;
@@ -405,7 +428,8 @@ int fp_msg(struct sk_msg_md *msg)
 
 	if (!msg->sk)
 		return fp_pass(stats, NULL, NULL, size);
-	state = bpf_sk_storage_get(&sluice_fp_state_v1, msg->sk, NULL, BPF_SK_STORAGE_GET_F_CREATE);
+	/* Created when the socket joined the map (fp_sockops); none: it must not redirect. */
+	state = bpf_sk_storage_get(&sluice_fp_state_v1, msg->sk, NULL, 0);
 	if (!state)
 		return fp_pass(stats, NULL, stats ? &stats->state_failures : NULL, size);
 	if (state->mode == FP_MODE_PASS)
