@@ -14,22 +14,36 @@ struct lb_eject_scan {
 	__u32 service_id;
 	__u32 half;
 	__u64 now;
-	__u32 ejected;
-	__u32 pad;
 };
+
+/*
+ * The running count of ejected members lives in a per-CPU scratch map, not on the stack: a stack
+ * counter that a later branch reads would make the verifier walk every bpf_loop iteration
+ * separately.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u32);
+} lb_eject_count SEC(".maps");
 
 static long lb_eject_scan_step(__u32 i, void *data)
 {
 	struct lb_eject_scan *scan = data;
 	struct lb_backend_state *state;
-	__u32 backend_id;
+	__u32 backend_id, zero = 0;
+	__u32 *ejected;
 
 	backend_id = lb_slot_get(scan->service_id, scan->half | i);
 	if (!backend_id)
 		return 0;
 	state = bpf_map_lookup_elem(&sluice_lb_backend_state_v1, &backend_id);
-	if (state && state->ejected_until_ns > scan->now)
-		scan->ejected++;
+	if (!state || state->ejected_until_ns <= scan->now)
+		return 0;
+	ejected = bpf_map_lookup_elem(&lb_eject_count, &zero);
+	if (ejected)
+		*ejected += 1;
 	return 0;
 }
 
@@ -38,16 +52,23 @@ static __always_inline int lb_eject_allowed(const struct lb_service *svc, __u64 
 {
 	struct lb_eject_scan scan = {};
 	__u32 members = svc->backend_count;
+	__u32 zero = 0, count;
+	__u32 *ejected;
 
+	ejected = bpf_map_lookup_elem(&lb_eject_count, &zero);
+	if (!ejected)
+		return 0;
+	*ejected = 0;
 	scan.service_id = svc->id;
 	scan.half = lb_member_half(svc);
 	scan.now = now;
 	if (members > LB_MAX_EJECT_SCAN)
 		members = LB_MAX_EJECT_SCAN;
 	bpf_loop(members, lb_eject_scan_step, &scan, 0);
-	if (scan.ejected == 0)
+	count = *ejected;
+	if (count == 0)
 		return 1;
-	return (scan.ejected + 1) * 100 <= (__u32)svc->backend_count * svc->max_eject_pct;
+	return (count + 1) * 100 <= (__u32)svc->backend_count * svc->max_eject_pct;
 }
 
 static __always_inline struct lb_service *lb_sock_service(struct lb_sock *sock)
