@@ -12,7 +12,7 @@
 import { isIPv4, isIPv6 } from 'node:net';
 import { join } from 'node:path';
 import type { BpfMap, BpfObject, NativeBpf, OpenObjectOptions, XdpLink, XdpMode } from '../../native/types';
-import { ipToBytes16, ipv4ToBytes } from '../abi/ip';
+import { bytes16ToIp, ipToBytes16, ipv4ToBytes } from '../abi/ip';
 import {
   IPPROTO_TCP,
   IPPROTO_UDP,
@@ -229,7 +229,77 @@ export class XdpLoadBalancer {
       join(objectDir, XDP_LB_OBJECT),
       xdpLoadOptions(resolved, options.pinRoot),
     );
-    return new XdpLoadBalancer(object, resolved, options.logger ?? silentLogger);
+    const lb = new XdpLoadBalancer(object, resolved, options.logger ?? silentLogger);
+    lb.restore();
+    return lb;
+  }
+
+  /**
+   * Adopts what pinned maps already hold (a restarted agent): VIP ids, backend ids and each VIP's
+   * table, so the next setService changes only what differs and flows keep their backend ids.
+   */
+  private restore(): void {
+    for (const key of this.maps.backends.keys()) {
+      const id = key.readUInt32LE(0);
+      const value = this.maps.backends.lookup(key);
+      if (!value) continue;
+      const backend = XdpBackendCodec.decode(value);
+      if (!backend.family) continue;
+      this.backendIds.set(bytes16ToIp(backend.addr), { id, services: new Set() });
+      this.nextBackendId = Math.max(this.nextBackendId, id + 1);
+    }
+    const usedBackends = new Set([...this.backendIds.values()].map((b) => b.id));
+    for (let id = 1; id < this.nextBackendId; id++) if (!usedBackends.has(id)) this.freeBackendIds.push(id);
+
+    const maglev = this.object.map(XdpMaps.maglev);
+    const size = this.config.maglevSize;
+    for (const key of this.maps.vips.keys()) {
+      const value = this.maps.vips.lookup(key);
+      if (!value) continue;
+      const vipKey = XdpVipKeyCodec.decode(key);
+      const { vip_id: id } = XdpVipCodec.decode(value);
+      const protocol: XdpProtocol = vipKey.proto === IPPROTO_TCP ? 'tcp' : 'udp';
+      const address = bytes16ToIp(vipKey.addr);
+      const serviceName = serviceKey(address, vipKey.port, protocol);
+      const table = new Uint32Array(size);
+      for (let slot = 0; slot < size; slot++) {
+        table[slot] = maglev.lookup(u32Buffer(id * size + slot))?.readUInt32LE(0) ?? 0;
+      }
+      this.tables.adopt(id, table);
+      const listed = new Set<string>();
+      for (const [address2, backend] of this.backendIds) {
+        if (table.includes(backend.id)) {
+          backend.services.add(serviceName);
+          listed.add(address2);
+        }
+      }
+      this.vips.set(serviceName, { id, address, port: vipKey.port, protocol, backends: listed });
+      this.nextVipId = Math.max(this.nextVipId, id + 1);
+    }
+    const usedVips = new Set([...this.vips.values()].map((v) => v.id));
+    for (let id = 0; id < this.nextVipId; id++) if (!usedVips.has(id)) this.freeVipIds.push(id);
+    if (this.vips.size > 0 || this.backendIds.size > 0) {
+      this.logger.info(
+        { vips: this.vips.size, backends: this.backendIds.size },
+        'xdp state restored from pinned maps',
+      );
+    }
+  }
+
+  /**
+   * Frees the slots of restored backends that no service lists (draining ones are not in any table, so
+   * a restart cannot tell whose they were): call after the first full set of setService calls.
+   */
+  pruneBackends(): number {
+    let pruned = 0;
+    for (const [address, backend] of [...this.backendIds]) {
+      if (backend.services.size > 0) continue;
+      this.maps.backends.update(u32Buffer(backend.id), Buffer.alloc(XdpBackendCodec.size));
+      this.backendIds.delete(address);
+      this.freeBackendIds.push(backend.id);
+      pruned++;
+    }
+    return pruned;
   }
 
   /** Attaches the balancer to an interface: native XDP when the driver has it, else generic. */
@@ -251,6 +321,41 @@ export class XdpLoadBalancer {
   setService(spec: XdpServiceSpec): void {
     const { address, port, protocol } = validateService(spec);
     const key = serviceKey(address, port, protocol);
+    const backends = spec.backends.map((backend, i) => {
+      if (!isIPv4(backend.address) && !isIPv6(backend.address)) {
+        throw new RangeError(
+          `xdp service ${key}: backends[${i}].address: ${backend.address} is not an IP address`,
+        );
+      }
+      if (isIPv4(backend.address) && !this.config.encapSource4) {
+        throw new RangeError(
+          `xdp service ${key}: backends[${i}].address: IPv4 backend but no xdp.encapSource4`,
+        );
+      }
+      if (isIPv6(backend.address) && !this.config.encapSource6) {
+        throw new RangeError(
+          `xdp service ${key}: backends[${i}].address: IPv6 backend but no xdp.encapSource6`,
+        );
+      }
+      const weight = backend.weight ?? 1;
+      if (!Number.isFinite(weight) || weight < 0) {
+        throw new RangeError(`xdp service ${key}: backends[${i}].weight: ${weight} must be >= 0`);
+      }
+      const state = backend.state ?? 'active';
+      if (state !== 'active' && state !== 'draining' && state !== 'unhealthy') {
+        throw new RangeError(`xdp service ${key}: backends[${i}].state: ${String(state)} is not a state`);
+      }
+      return { address: canonicalIp(backend.address), weight, state, index: i };
+    });
+    const listed = new Set<string>();
+    for (const backend of backends) {
+      if (listed.has(backend.address)) {
+        throw new RangeError(
+          `xdp service ${key}: backends[${backend.index}].address: ${backend.address} is listed twice`,
+        );
+      }
+      listed.add(backend.address);
+    }
     let vip = this.vips.get(key);
     if (!vip) {
       const id = this.freeVipIds.shift() ?? this.nextVipId++;
@@ -260,43 +365,14 @@ export class XdpLoadBalancer {
       }
       vip = { id, address, port, protocol, backends: new Set() };
     }
-    const listed = new Set<string>();
-    for (const [i, backend] of spec.backends.entries()) {
-      if (!isIPv4(backend.address) && !isIPv6(backend.address)) {
-        throw new RangeError(
-          `xdp service ${key}: backends[${i}].address: ${backend.address} is not an IP address`,
-        );
-      }
-      const outer = isIPv4(backend.address) ? 'v4' : 'v6';
-      if (outer === 'v4' && !this.config.encapSource4) {
-        throw new RangeError(
-          `xdp service ${key}: backends[${i}].address: IPv4 backend but no xdp.encapSource4`,
-        );
-      }
-      if (outer === 'v6' && !this.config.encapSource6) {
-        throw new RangeError(
-          `xdp service ${key}: backends[${i}].address: IPv6 backend but no xdp.encapSource6`,
-        );
-      }
-      if (listed.has(backend.address)) {
-        throw new RangeError(
-          `xdp service ${key}: backends[${i}].address: ${backend.address} is listed twice`,
-        );
-      }
-      const weight = backend.weight ?? 1;
-      if (!Number.isFinite(weight) || weight < 0) {
-        throw new RangeError(`xdp service ${key}: backends[${i}].weight: ${weight} must be >= 0`);
-      }
-      listed.add(backend.address);
-    }
 
     // Backend slots first, so the table never names an empty slot.
-    for (const backend of spec.backends) this.acquireBackend(backend.address, key);
+    for (const backend of backends) this.acquireBackend(backend.address, key);
     const table = buildMaglevTable(
-      spec.backends.map((backend) => ({
+      backends.map((backend) => ({
         key: backend.address,
         id: this.backendIds.get(backend.address)!.id,
-        weight: (backend.state ?? 'active') === 'active' ? (backend.weight ?? 1) : 0,
+        weight: backend.state === 'active' ? backend.weight : 0,
       })),
       { size: this.config.maglevSize, seed: this.config.hashSeed },
     );
@@ -318,7 +394,8 @@ export class XdpLoadBalancer {
   }
 
   /** Removes a service: the VIP entry first, then its table; unused backends lose their slots. */
-  deleteService(address: string, port: number, protocol: XdpProtocol): boolean {
+  deleteService(vipAddress: string, port: number, protocol: XdpProtocol): boolean {
+    const address = canonicalIp(vipAddress);
     const key = serviceKey(address, port, protocol);
     const vip = this.vips.get(key);
     if (!vip) return false;
@@ -334,12 +411,12 @@ export class XdpLoadBalancer {
 
   /** The datapath id of a backend address (undefined when no service lists it). */
   backendId(address: string): number | undefined {
-    return this.backendIds.get(address)?.id;
+    return this.backendIds.get(canonicalIp(address))?.id;
   }
 
   /** The table the datapath holds for a service (slot → backend id). */
   table(address: string, port: number, protocol: XdpProtocol): Uint32Array | undefined {
-    const vip = this.vips.get(serviceKey(address, port, protocol));
+    const vip = this.vips.get(serviceKey(canonicalIp(address), port, protocol));
     return vip ? this.tables.current(vip.id) : undefined;
   }
 
@@ -419,6 +496,11 @@ export class XdpLoadBalancer {
   }
 }
 
+/** One spelling per address (fd00:0:0::1 and fd00::1 are the same backend). */
+function canonicalIp(address: string): string {
+  return bytes16ToIp(ipToBytes16(address));
+}
+
 function protoNumber(protocol: XdpProtocol): number {
   return protocol === 'tcp' ? IPPROTO_TCP : IPPROTO_UDP;
 }
@@ -435,5 +517,5 @@ function validateService(spec: XdpServiceSpec): { address: string; port: number;
       `xdp service ${spec.address}:${spec.port}: protocol: ${String(spec.protocol)} must be tcp or udp`,
     );
   }
-  return { address: spec.address, port: spec.port, protocol: spec.protocol };
+  return { address: canonicalIp(spec.address), port: spec.port, protocol: spec.protocol };
 }

@@ -76,6 +76,14 @@ export class MaglevTableWriter {
     return this.rings.get(ring) ?? new Uint32Array(this.size);
   }
 
+  /** Records what a ring already holds (read back from pinned maps after a restart); writes nothing. */
+  adopt(ring: number, table: Uint32Array): void {
+    if (table.length !== this.size) {
+      throw new RangeError(`table: has ${table.length} entries, the ring size is ${this.size}`);
+    }
+    this.rings.set(ring, Uint32Array.from(table));
+  }
+
   /** Brings a ring to `table`, writing only the positions that change. */
   apply(ring: number, table: Uint32Array): TableWriteResult {
     if (!Number.isInteger(ring) || ring < 0 || ring >= this.maxRings) {

@@ -480,6 +480,58 @@ describePrivileged('XDP load balancer (test runs)', () => {
     expect(stats.verdicts.pass_not_vip).toMatchObject({ packets: 1n, bytes: BigInt(input.length) });
   });
 
+  it('restores ids and tables from the pinned maps after a restart, so flows keep their backends', () => {
+    const spec: FrameSpec = {
+      src: '198.51.100.90',
+      dst: WEB4.address,
+      protocol: 'tcp',
+      sport: 40200,
+      dport: 80,
+    };
+    const first = checkEncapsulated(frame(spec), run(frame(spec)).dataOut, spec);
+    const ids = WEB4.backends.map((b) => lb.backendId(b.address));
+    const table = Buffer.from(lb.table(WEB4.address, WEB4.port, WEB4.protocol)!.buffer);
+    lb.close();
+    const logged: string[] = [];
+    lb = XdpLoadBalancer.load(bpf, OBJECT_DIR, CONFIG, {
+      pinRoot: sandbox().bpffsDir,
+      logger: { info: (_, message) => logged.push(message), warn: (_, message) => logged.push(message) },
+    });
+    expect(logged).toContain('xdp state restored from pinned maps');
+    expect(WEB4.backends.map((b) => lb.backendId(b.address))).toEqual(ids);
+    expect(Buffer.from(lb.table(WEB4.address, WEB4.port, WEB4.protocol)!.buffer).equals(table)).toBe(true);
+    const ack = { ...spec, flags: TCP_ACK };
+    const before = verdicts();
+    expect(checkEncapsulated(frame(ack), run(frame(ack)).dataOut, ack)).toBe(first);
+    expect(verdicts().tx_conn_hit).toBe(before.tx_conn_hit + 1n);
+    // The same services again change nothing; a new backend gets a fresh id, not a restored one.
+    for (const service of [WEB4, DNS4, WEB6, MIXED, EMPTY]) lb.setService(service);
+    expect(Buffer.from(lb.table(WEB4.address, WEB4.port, WEB4.protocol)!.buffer).equals(table)).toBe(true);
+    lb.setService({ ...WEB4, backends: [...WEB4.backends, { address: '10.1.0.99' }] });
+    expect(ids).not.toContain(lb.backendId('10.1.0.99'));
+    expect(lb.pruneBackends()).toBe(0);
+  });
+
+  it('deletes a service: its packets pass again and unused backends lose their slots', () => {
+    const spec: FrameSpec = {
+      src: '198.51.100.91',
+      dst: DNS4.address,
+      protocol: 'udp',
+      sport: 5000,
+      dport: 53,
+    };
+    expect(run(frame(spec)).retval).toBe(XdpAction.tx);
+    expect(lb.deleteService(DNS4.address, DNS4.port, DNS4.protocol)).toBe(true);
+    expect(lb.deleteService(DNS4.address, DNS4.port, DNS4.protocol)).toBe(false);
+    expect(lb.backendId('10.1.0.21')).toBeUndefined();
+    const result = run(frame(spec));
+    expect(result.retval).toBe(XdpAction.pass);
+    expect(result.dataOut).toEqual(frame(spec));
+    // Its VIP slot is reused by the next service.
+    lb.setService({ ...DNS4, port: 5353 });
+    expect(run(frame({ ...spec, dport: 5353 })).retval).toBe(XdpAction.tx);
+  });
+
   it('sends to the gateway MAC when one is set, and refuses settings it cannot use', () => {
     const gw = XdpLoadBalancer.load(bpf, OBJECT_DIR, { ...CONFIG, gatewayMac: '02:aa:bb:cc:dd:ee' }, {});
     try {
