@@ -263,6 +263,17 @@ async function main(): Promise<void> {
         ppPort: BPORT,
         cgroup: false,
       });
+      // the same direct connections from under the hooks: what the attached programs cost a non-VIP connect
+      const nsHooked = bench.backendNetns();
+      await bench.server(nsHooked);
+      modes.push({
+        mode: 'direct, client under the hooks',
+        ns: nsHooked,
+        targets: direct,
+        ppAddr: BACKENDS[0]!,
+        ppPort: BPORT,
+        cgroup: true,
+      });
       const nsLb = bench.backendNetns();
       await bench.server(nsLb);
       modes.push({ mode: 'sluice socket-LB', ns: nsLb, targets, ppAddr: mid, ppPort: 80, cgroup: true });

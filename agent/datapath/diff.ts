@@ -91,7 +91,6 @@ export function slotIndex(generation: number, position: number, member = false):
 /** Lowest free ids in [1, max] from `start`, skipping `used` and what this plan took; reads only. */
 class IdAllocator {
   readonly taken: number[] = [];
-  private readonly takenSet = new Set<number>();
   private next: number;
   constructor(
     private readonly used: ReadonlySet<number>,
@@ -101,11 +100,11 @@ class IdAllocator {
     this.next = Math.max(1, start);
   }
   take(): number | undefined {
-    while (this.next <= this.max && (this.used.has(this.next) || this.takenSet.has(this.next))) this.next++;
+    // `next` only grows, so ids this plan took are behind it already
+    while (this.next <= this.max && this.used.has(this.next)) this.next++;
     if (this.next > this.max) return undefined;
     const id = this.next++;
     this.taken.push(id);
-    this.takenSet.add(id);
     return id;
   }
 }

@@ -69,6 +69,17 @@ export function deleteAll(map: KvMap, keys: Buffer[]): void {
   }
 }
 
+/** n fixed-size records in one allocation, returned as views (one Buffer each, as batch calls take). */
+function packed(n: number, size: number, fill: (buf: Buffer, at: number, i: number) => void): Buffer[] {
+  const buf = Buffer.alloc(n * size);
+  const out = new Array<Buffer>(n);
+  for (let i = 0; i < n; i++) {
+    fill(buf, i * size, i);
+    out[i] = buf.subarray(i * size, (i + 1) * size);
+  }
+  return out;
+}
+
 function updateAll(map: KvMap, keys: Buffer[], values: Buffer[]): void {
   if (keys.length > 0) map.updateBatch(keys, values);
 }
@@ -205,33 +216,44 @@ export class MapDatapathWriter implements DatapathWriter {
     applyIds(this.current.ids, plan.ids, 'allocate');
 
     // 1. backends (new ids have zero live state and counters: zeroed when last freed)
+    const backends = plan.backendWrites;
     updateAll(
       maps.backends,
-      plan.backendWrites.map((w) => u32Key(w.id)),
-      plan.backendWrites.map((w) =>
-        BackendCodec.encode({
+      packed(backends.length, 4, (buf, at, i) => buf.writeUInt32LE(backends[i]!.id, at)),
+      packed(backends.length, BackendCodec.size, (buf, at, i) => {
+        const w = backends[i]!;
+        BackendCodec.encodeInto(buf, at, {
           addr: w.member.addr,
           port: w.member.port,
           weight: w.member.weight,
           state: w.member.state,
           flags: w.member.flags,
           service_id: w.serviceId,
-        }),
-      ),
+        });
+      }),
     );
     // 2. tables, into the inactive halves
     deleteAll(maps.slots, plan.slotDeletes.map(encodeSlotKey));
+    const slots = plan.slotWrites;
     updateAll(
       maps.slots,
-      plan.slotWrites.map(encodeSlotKey),
-      plan.slotWrites.map((w) => u32Key(w.backendId)),
+      packed(slots.length, SlotKeyCodec.size, (buf, at, i) => {
+        buf.writeUInt32LE(slots[i]!.serviceId, at);
+        buf.writeUInt32LE(slots[i]!.index, at + 4);
+      }),
+      packed(slots.length, 4, (buf, at, i) => buf.writeUInt32LE(slots[i]!.backendId, at)),
     );
     // 3. services: whole records, flipping to the new halves
+    const services = plan.serviceWrites;
     updateAll(
       maps.services,
-      plan.serviceWrites.map((w) => encodeServiceKey(w.key)),
-      plan.serviceWrites.map((w) =>
-        ServiceCodec.encode({
+      packed(services.length, ServiceKeyCodec.size, (buf, at, i) => {
+        const key = services[i]!.key;
+        ServiceKeyCodec.encodeInto(buf, at, { addr: key.addr, port: key.port, proto: key.proto });
+      }),
+      packed(services.length, ServiceCodec.size, (buf, at, i) => {
+        const w = services[i]!;
+        ServiceCodec.encodeInto(buf, at, {
           id: w.id,
           algorithm: w.config.algorithm,
           flags: w.flags,
@@ -243,8 +265,8 @@ export class MapDatapathWriter implements DatapathWriter {
           eject_threshold: w.config.ejectThreshold,
           eject_base_ms: w.config.ejectBaseMs,
           eject_max_ms: w.config.ejectMaxMs,
-        }),
-      ),
+        });
+      }),
     );
     deleteAll(maps.services, plan.serviceDeletes.map(encodeServiceKey));
     const effectiveMs = performance.now() - started;
