@@ -215,8 +215,9 @@ export class AgentClient {
     return update;
   }
 
+  /** Writes on the current stream (grpc-js buffers until it is established); a lost stream resends state. */
   private send(message: AgentMessage): void {
-    if (this.stream && this.state === 'connected') this.stream.write(message);
+    this.stream?.write(message);
   }
 
   private setState(state: ConnectionState, detail: string): void {

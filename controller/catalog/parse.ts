@@ -8,7 +8,6 @@ import {
   CatalogSchema,
   fallbackMessage,
   IdentitySchema,
-  MESSAGES,
   type RawService,
   ServiceSchema,
 } from './schema';
@@ -101,12 +100,12 @@ function normaliseService(raw: RawService, at: string, errors: CatalogError[]): 
   // VIPs: one address or a list of one per family.
   const vipTexts = typeof raw.vip === 'string' ? [raw.vip] : raw.vip;
   const vips: string[] = [];
-  if (vipTexts.length < 1 || vipTexts.length > 2) errors.push({ path: `${at}.vip`, message: MESSAGES.vips });
+  // Syntax and count were checked by the schema; here: unspecified addresses and one VIP per family.
   vipTexts.forEach((text, i) => {
     const path = typeof raw.vip === 'string' ? `${at}.vip` : `${at}.vip[${i}]`;
     const address = normaliseIp(text);
-    if (address === null) errors.push({ path, message: MESSAGES.ip });
-    else if (isUnspecified(address)) errors.push({ path, message: 'must not be the unspecified address' });
+    if (address === null) return;
+    if (isUnspecified(address)) errors.push({ path, message: 'must not be the unspecified address' });
     else if (vips.some((v) => ipFamily(v) === ipFamily(address)))
       errors.push({
         path,

@@ -129,7 +129,18 @@ export const AffinitySchema = z.strictObject({
 export const ServiceSchema = z.strictObject({
   name: pattern(DNS_LABEL, MESSAGES.label),
   namespace: pattern(NAMESPACE_LABEL, MESSAGES.namespace).optional(),
-  vip: z.union([z.string(), z.array(z.string())], { error: required(MESSAGES.vips) }),
+  vip: z
+    .union([z.string(), z.array(z.string())], { error: required(MESSAGES.vips) })
+    .superRefine((vip, ctx) => {
+      if (typeof vip === 'string') {
+        if (normaliseIp(vip) === null) ctx.addIssue({ code: 'custom', message: MESSAGES.ip });
+        return;
+      }
+      if (vip.length < 1 || vip.length > 2) ctx.addIssue({ code: 'custom', message: MESSAGES.vips });
+      vip.forEach((text, i) => {
+        if (normaliseIp(text) === null) ctx.addIssue({ code: 'custom', message: MESSAGES.ip, path: [i] });
+      });
+    }),
   ports: z
     .array(PortSchema, { error: required('must be a list of ports') })
     .min(1, { error: 'must list at least one port' }),
