@@ -4,13 +4,7 @@ import { ipFamily, isUnspecified, normaliseIp } from './address';
 import { CATALOG_DEFAULTS } from './defaults';
 import { parseDuration } from './duration';
 import { splitJsonServices } from './json-split';
-import {
-  CatalogSchema,
-  fallbackMessage,
-  IdentitySchema,
-  type RawService,
-  ServiceSchema,
-} from './schema';
+import { CatalogSchema, fallbackMessage, IdentitySchema, type RawService, ServiceSchema } from './schema';
 import {
   type Backend,
   backendId,
