@@ -4,6 +4,7 @@
  *
  *   sluice-agent --controller HOST:PORT [--node NAME] [--zone ZONE] [--cgroup PATH] [--bpffs DIR]
  *                [--metrics HOST:PORT|off] [--dns HOST:PORT|off] [--log-level LEVEL]
+ *                [--tls-cert FILE --tls-key FILE --tls-ca FILE | --insecure] [--state-dir DIR]
  *   sluice-agent --config services.yaml [...same flags]          (standalone: no controller)
  *   sluice-agent uninstall [--cgroup PATH] [--bpffs DIR] [--log-level LEVEL]
  */
@@ -19,6 +20,7 @@ export const AGENT_DEFAULTS = Object.freeze({
   metrics: '127.0.0.1:9464',
   dns: '127.0.0.1:5353',
   logLevel: 'info',
+  stateDir: '/var/lib/sluice',
 });
 
 export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace'] as const;
@@ -46,6 +48,21 @@ export interface RunConfig extends CommonConfig {
   /** undefined when disabled with `off`. */
   readonly metrics: HostPort | undefined;
   readonly dns: HostPort | undefined;
+  /** mTLS to the controller (PEM files); undefined: plaintext (loopback, or with --insecure). */
+  readonly tls: TlsFiles | undefined;
+  /** Plaintext to a non-loopback controller was asked for explicitly. */
+  readonly insecure: boolean;
+  /** Where the last applied (ACKed) catalog is kept across restarts (controller mode). */
+  readonly stateDir: string;
+}
+
+export interface TlsFiles {
+  /** This agent's client certificate. */
+  readonly cert: string;
+  /** Its private key. */
+  readonly key: string;
+  /** The CA that signed the controller's certificate. */
+  readonly ca: string;
 }
 
 export interface UninstallConfig extends CommonConfig {
@@ -158,6 +175,10 @@ const runSchema = z.object({
   zone: zoneName.optional(),
   metrics: optionalHostPort,
   dns: optionalHostPort,
+  'tls-cert': z.string().min(1, 'must not be empty').optional(),
+  'tls-key': z.string().min(1, 'must not be empty').optional(),
+  'tls-ca': z.string().min(1, 'must not be empty').optional(),
+  'state-dir': absolutePath,
 });
 
 const uninstallSchema = z.object(commonSchema);
@@ -172,6 +193,11 @@ const RUN_FLAGS = {
   metrics: { type: 'string' },
   dns: { type: 'string' },
   'log-level': { type: 'string' },
+  'tls-cert': { type: 'string' },
+  'tls-key': { type: 'string' },
+  'tls-ca': { type: 'string' },
+  insecure: { type: 'boolean' },
+  'state-dir': { type: 'string' },
 } as const;
 
 const UNINSTALL_FLAGS = {
@@ -180,10 +206,14 @@ const UNINSTALL_FLAGS = {
   'log-level': { type: 'string' },
 } as const;
 
-function parseFlags<T extends Record<string, { type: 'string' }>>(args: string[], options: T) {
+type FlagValues<T> = {
+  [K in keyof T]: T[K] extends { type: 'boolean' } ? boolean | undefined : string | undefined;
+};
+
+function parseFlags<T extends Record<string, { type: 'string' | 'boolean' }>>(args: string[], options: T) {
   try {
     const { values } = parseArgs({ args, options, strict: true, allowPositionals: false });
-    return values as unknown as Record<keyof T, string | undefined>;
+    return values as unknown as FlagValues<T>;
   } catch (err) {
     const message = (err as Error).message;
     const flag = message.match(/'(--?[\w-]+)/)?.[1] ?? 'argv';
@@ -196,6 +226,14 @@ function firstIssue(error: z.ZodError): ConfigError {
   const flag = `--${String(issue.path[0] ?? 'argv')}`;
   const reason = issue.code === 'invalid_value' ? `must be one of ${LOG_LEVELS.join(', ')}` : issue.message;
   return new ConfigError(flag, reason);
+}
+
+/** The controller's rule for plaintext: loopback addresses and `localhost` only. */
+export function isLoopbackHost(host: string): boolean {
+  if (host === 'localhost') return true;
+  if (isIP(host) === 4) return host.startsWith('127.');
+  if (isIP(host) === 6) return host === '::1';
+  return false;
 }
 
 function defaultCgroup(env: ConfigEnvironment): string {
@@ -256,9 +294,39 @@ export function loadAgentConfig(
     metrics: flags.metrics ?? AGENT_DEFAULTS.metrics,
     dns: flags.dns ?? AGENT_DEFAULTS.dns,
     'log-level': flags['log-level'] ?? AGENT_DEFAULTS.logLevel,
+    'tls-cert': flags['tls-cert'],
+    'tls-key': flags['tls-key'],
+    'tls-ca': flags['tls-ca'],
+    'state-dir': flags['state-dir'] ?? AGENT_DEFAULTS.stateDir,
   });
   if (!parsed.success) throw firstIssue(parsed.error);
   const d = parsed.data;
+  const tlsFlags = ['tls-cert', 'tls-key', 'tls-ca'] as const;
+  const given = tlsFlags.filter((f) => d[f] !== undefined);
+  const insecure = flags.insecure === true;
+  const controllerOnly = [...given, ...(insecure ? ['insecure'] : [])];
+  if (d.config !== undefined && controllerOnly[0] !== undefined) {
+    throw new ConfigError(
+      `--${controllerOnly[0]}`,
+      'only applies with --controller (standalone mode has no controller)',
+    );
+  }
+  if (given.length > 0 && given.length < 3) {
+    const missing = tlsFlags.find((f) => d[f] === undefined)!;
+    throw new ConfigError(
+      `--${missing}`,
+      `required with ${given.map((f) => `--${f}`).join(' and ')} (--tls-cert, --tls-key and --tls-ca go together)`,
+    );
+  }
+  if (given.length === 3 && insecure) {
+    throw new ConfigError('--insecure', 'cannot be combined with --tls-cert, --tls-key and --tls-ca');
+  }
+  if (d.controller && given.length === 0 && !insecure && !isLoopbackHost(d.controller.host)) {
+    throw new ConfigError(
+      '--controller',
+      `refusing plaintext gRPC to non-loopback controller ${flags.controller}: give --tls-cert, --tls-key and --tls-ca, or --insecure`,
+    );
+  }
   return Object.freeze({
     command: 'run',
     mode: d.config !== undefined ? 'standalone' : 'controller',
@@ -271,5 +339,11 @@ export function loadAgentConfig(
     metrics: d.metrics ? Object.freeze(d.metrics) : undefined,
     dns: d.dns ? Object.freeze(d.dns) : undefined,
     logLevel: d['log-level'],
+    tls:
+      given.length === 3
+        ? Object.freeze({ cert: d['tls-cert']!, key: d['tls-key']!, ca: d['tls-ca']! })
+        : undefined,
+    insecure,
+    stateDir: d['state-dir'],
   });
 }

@@ -9,11 +9,19 @@
  * catalog, local probes keep running and their transitions keep being applied; the client reconnects
  * with exponential back-off and jitter and says what it has, so the controller resyncs only the
  * difference (or sends a full snapshot after its own restart).
+ *
+ * Restart while the controller is down: every ACKed version (and the probe assignment) is persisted in
+ * the state directory (catalog-state.ts). A starting agent that has a persisted catalog says so in its
+ * Hello; if the controller cannot be reached (the first attempt fails, or nothing arrives within
+ * `restoreAfterMs`) before any update from the controller, the persisted catalog is applied locally, so
+ * probes and local health run again. The controller's first answer replaces it like any other update.
  */
+import type * as grpc from '@grpc/grpc-js';
 import type { Logger } from 'pino';
 import { AgentClient, type CatalogUpdate as WireUpdate } from '../controller/agent-client';
 import type { Catalog } from '../controller/catalog';
 import type { SyncedService } from '../controller/protocol';
+import { appliedStateOf, type PersistedCatalog, StateWriter } from './catalog-state';
 import type { HostPort } from './config';
 import type { AgentMetrics } from './metrics';
 import { healthKey, type NodeAgent, type RemoteHealth } from './node-agent';
@@ -51,6 +59,14 @@ export interface ControllerLinkOptions {
   readonly clientLog?: Logger;
   /** Reconnect back-off (tests shorten it). */
   readonly backoff?: { initialMs?: number; maxMs?: number };
+  /** mTLS credentials; default plaintext (the config allows that only on loopback or with --insecure). */
+  readonly credentials?: grpc.ChannelCredentials;
+  /** Where each ACKed catalog is persisted; undefined: not persisted. */
+  readonly stateDir?: string;
+  /** A catalog persisted by an earlier run (already validated), used while the controller is unreachable. */
+  readonly persisted?: PersistedCatalog;
+  /** How long to wait for the controller before applying `persisted` (default 3 s). */
+  readonly restoreAfterMs?: number;
 }
 
 export function connectController(options: ControllerLinkOptions): {
@@ -61,8 +77,62 @@ export function connectController(options: ControllerLinkOptions): {
   const target = options.controller.host.includes(':')
     ? `[${options.controller.host}]:${options.controller.port}`
     : `${options.controller.host}:${options.controller.port}`;
-  let services = new Map<string, SyncedService>();
-  let owned: Set<string> | undefined;
+  const persisted = options.persisted;
+  let services = new Map<string, SyncedService>(persisted?.services.map((s) => [s.key, s]) ?? []);
+  let assignment: readonly string[] | undefined = persisted?.probes;
+  /** Set once the controller delivered an update: from then on the persisted catalog is never applied. */
+  let heardFromController = false;
+  let stopped = false;
+  const writer = options.stateDir
+    ? new StateWriter(
+        options.stateDir,
+        (error) => log.error({ err: error, dir: options.stateDir }, 'could not persist the catalog'),
+        (state) => log.debug({ version: state.version, dir: options.stateDir }, 'catalog persisted'),
+      )
+    : undefined;
+  const persist = () => {
+    const applied = client.applied;
+    if (!writer || applied.version === 0) return;
+    void writer.save({
+      epoch: applied.epoch,
+      version: applied.version,
+      domain: applied.domain,
+      services: [...services.values()],
+      probes: assignment,
+    });
+  };
+  const useAssignment = (keys: readonly string[]) => {
+    const set = new Set(keys);
+    agent.setOwnership((service, backend) => set.has(`${service}|${backend.address}|${backend.port ?? 0}`));
+  };
+
+  let restoreTimer: NodeJS.Timeout | undefined;
+  const restore = (why: string) => {
+    if (restoreTimer) clearTimeout(restoreTimer);
+    restoreTimer = undefined;
+    if (!persisted || heardFromController || stopped) return;
+    // Once only: a later disconnect keeps whatever is applied by then.
+    heardFromController = true;
+    if (persisted.probes) useAssignment(persisted.probes);
+    log.warn(
+      { version: persisted.version, services: persisted.services.length, why },
+      'controller unreachable: applying the persisted catalog',
+    );
+    const catalog: Catalog = { domain: persisted.domain, services: [...persisted.services] };
+    agent
+      .applyCatalog({
+        version: BigInt(persisted.version),
+        catalog,
+        health: remoteHealthOf(persisted.services),
+      })
+      .then(
+        (result) => {
+          if (result.ok) log.info({ version: persisted.version }, 'persisted catalog applied');
+          else log.error({ reason: result.reason }, 'persisted catalog rejected by the datapath');
+        },
+        (error: Error) => log.error({ err: error }, 'persisted catalog rejected by the datapath'),
+      );
+  };
 
   const client: AgentClient = new AgentClient({
     target,
@@ -70,7 +140,11 @@ export function connectController(options: ControllerLinkOptions): {
     ...(options.zone !== undefined ? { zone: options.zone } : {}),
     logger: options.clientLog ?? log,
     ...(options.backoff ? { backoff: options.backoff } : {}),
+    ...(options.credentials ? { credentials: options.credentials } : {}),
+    ...(persisted ? { initial: appliedStateOf(persisted) } : {}),
     onUpdate(update) {
+      heardFromController = true;
+      if (restoreTimer) clearTimeout(restoreTimer);
       const next = nextServices(services, update);
       const catalog: Catalog = { domain: update.domain, services: [...next.values()] };
       agent
@@ -79,6 +153,7 @@ export function connectController(options: ControllerLinkOptions): {
           if (result.ok) {
             services = next;
             client.ack(update.version);
+            persist();
           } else {
             client.nack(update.version, result.reason);
           }
@@ -86,15 +161,16 @@ export function connectController(options: ControllerLinkOptions): {
         .catch((error: Error) => client.nack(update.version, error.message));
     },
     onProbes(backends) {
-      owned = new Set(backends.map((b) => `${b.service}|${b.address}|${b.port ?? 0}`));
-      const set = owned;
-      agent.setOwnership((service, backend) => set.has(`${service}|${backend.address}|${backend.port ?? 0}`));
+      assignment = backends.map((b) => `${b.service}|${b.address}|${b.port ?? 0}`);
+      useAssignment(assignment);
       log.info({ backends: backends.length }, 'probe assignment');
+      persist();
     },
     onState(state, detail) {
       metrics.setControllerState(state === 'stopped' ? 'disconnected' : state);
       const level = state === 'disconnected' ? 'warn' : 'info';
       log[level]({ controller: target, state, detail }, `controller ${state}`);
+      if (state === 'disconnected') restore(detail);
     },
   });
   agent.setReporter({
@@ -111,11 +187,21 @@ export function connectController(options: ControllerLinkOptions): {
     },
   });
   client.start();
+  if (persisted && !heardFromController) {
+    restoreTimer = setTimeout(
+      () => restore(`no answer within ${options.restoreAfterMs ?? 3000} ms`),
+      options.restoreAfterMs ?? 3000,
+    );
+    restoreTimer.unref();
+  }
   return {
     client,
     async stop() {
+      stopped = true;
+      if (restoreTimer) clearTimeout(restoreTimer);
       agent.setReporter(undefined);
       client.stop();
+      await writer?.flush();
     },
   };
 }

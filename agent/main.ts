@@ -8,12 +8,15 @@
  *
  * SIGTERM / SIGINT stop the agent and leave the data plane pinned and working; only `uninstall` detaches.
  */
+import { readFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
 import { join, resolve } from 'node:path';
+import * as grpc from '@grpc/grpc-js';
 import pino, { type Logger } from 'pino';
 import { Registry } from 'prom-client';
 import type { NativeBpf } from '../native/types';
-import { type AgentConfig, ConfigError, loadAgentConfig, type RunConfig } from './config';
+import { loadState, type PersistedCatalog } from './catalog-state';
+import { type AgentConfig, ConfigError, loadAgentConfig, type RunConfig, type TlsFiles } from './config';
 import { connectController } from './controller-link';
 import { lbMapMaxEntries, resolveLbSettings } from './datapath/settings';
 import { createSocketLbSink } from './datapath-bpf';
@@ -60,6 +63,27 @@ export interface AgentDeps {
   readonly onReady?: (running: RunningAgent) => void;
   /** Controller reconnect back-off (tests shorten it). */
   readonly backoff?: { initialMs?: number; maxMs?: number };
+  /** How long a restarted agent waits for the controller before using its persisted catalog. */
+  readonly restoreAfterMs?: number;
+}
+
+/** mTLS client credentials from the three PEM files; an unreadable file is a ConfigError naming its flag. */
+export function tlsCredentials(files: TlsFiles): grpc.ChannelCredentials {
+  const read = (flag: string, path: string) => {
+    try {
+      return readFileSync(path);
+    } catch (error) {
+      throw new ConfigError(flag, `cannot read ${path}: ${(error as Error).message}`);
+    }
+  };
+  const ca = read('--tls-ca', files.ca);
+  const key = read('--tls-key', files.key);
+  const cert = read('--tls-cert', files.cert);
+  try {
+    return grpc.credentials.createSsl(ca, key, cert);
+  } catch (error) {
+    throw new ConfigError('--tls-cert', `unusable certificate or key: ${(error as Error).message}`);
+  }
 }
 
 export interface RunningAgent {
@@ -96,6 +120,8 @@ function serveMetrics(registry: Registry, host: string, port: number, log: Logge
 export async function runAgent(config: RunConfig, deps: AgentDeps = {}): Promise<RunningAgent> {
   const root = makeLogger(config.logLevel, deps.logDestination);
   const log = root.child({ component: 'agent' });
+  // Read before anything is attached: a bad file stops the agent with the flag at fault.
+  const credentials = config.mode === 'controller' && config.tls ? tlsCredentials(config.tls) : undefined;
   const registry = new Registry();
   const metrics = new AgentMetrics(registry);
   metrics.setControllerState(config.mode === 'standalone' ? 'standalone' : 'connecting');
@@ -188,6 +214,17 @@ export async function runAgent(config: RunConfig, deps: AgentDeps = {}): Promise
     await standalone.ready;
     stops.push(() => standalone.stop());
   } else {
+    let persisted: PersistedCatalog | undefined;
+    const loaded = await loadState(config.stateDir);
+    if (loaded.ok) {
+      persisted = loaded.state;
+      log.info(
+        { dir: config.stateDir, version: persisted.version, services: persisted.services.length },
+        'found a persisted catalog (used only while the controller is unreachable)',
+      );
+    } else if (!loaded.missing) {
+      log.error({ dir: config.stateDir, reason: loaded.reason }, 'ignoring the persisted catalog: invalid');
+    }
     const link = connectController({
       controller: config.controller!,
       node: config.node,
@@ -197,6 +234,10 @@ export async function runAgent(config: RunConfig, deps: AgentDeps = {}): Promise
       log: root.child({ component: 'controller-link' }),
       clientLog: root,
       ...(deps.backoff ? { backoff: deps.backoff } : {}),
+      ...(credentials ? { credentials } : {}),
+      stateDir: config.stateDir,
+      ...(persisted ? { persisted } : {}),
+      ...(deps.restoreAfterMs !== undefined ? { restoreAfterMs: deps.restoreAfterMs } : {}),
     });
     stops.push(link.stop);
   }
@@ -286,6 +327,10 @@ export async function main(argv: readonly string[], deps: AgentDeps = {}): Promi
     process.once('SIGINT', () => shutdown('SIGINT'));
     return undefined;
   } catch (error) {
+    if (error instanceof ConfigError) {
+      process.stderr.write(`sluice-agent: ${error.message}\n`);
+      return 2;
+    }
     const err = error as Error & { code?: string; op?: string };
     process.stderr.write(`sluice-agent: ${err.message}${err.code ? ` (${err.code})` : ''}\n`);
     return 1;

@@ -68,6 +68,9 @@ describe('loadAgentConfig', () => {
       metrics: { host: '127.0.0.1', port: 9464 },
       dns: { host: '127.0.0.1', port: 5353 },
       logLevel: 'info',
+      tls: undefined,
+      insecure: false,
+      stateDir: '/var/lib/sluice',
     });
     expect(Object.isFrozen(config)).toBe(true);
     if (config.command === 'run') expect(Object.isFrozen(config.metrics)).toBe(true);
@@ -137,6 +140,38 @@ describe('loadAgentConfig', () => {
     [['--controller', 'a:1', '--bogus', 'x'], '--bogus', /Unknown option/],
     [['--controller'], '--controller', /argument missing/],
     [['start'], 'argv', /unknown command "start"/],
+    [
+      ['--controller', '10.0.0.1:7700'],
+      '--controller',
+      /refusing plaintext gRPC to non-loopback controller 10\.0\.0\.1:7700: give --tls-cert, --tls-key and --tls-ca, or --insecure$/,
+    ],
+    [['--controller', 'ctl.svc:7700'], '--controller', /refusing plaintext gRPC to non-loopback/],
+    [['--controller', '[fd00::1]:7700'], '--controller', /refusing plaintext gRPC to non-loopback/],
+    [
+      ['--controller', '127.0.0.1:1', '--tls-cert', 'c.pem'],
+      '--tls-key',
+      /^--tls-key: required with --tls-cert \(--tls-cert, --tls-key and --tls-ca go together\)$/,
+    ],
+    [
+      ['--controller', '127.0.0.1:1', '--tls-cert', 'c.pem', '--tls-key', 'k.pem'],
+      '--tls-ca',
+      /required with --tls-cert and --tls-key/,
+    ],
+    [['--controller', '127.0.0.1:1', '--tls-ca', 'ca.pem'], '--tls-cert', /required with --tls-ca/],
+    [['--controller', '127.0.0.1:1', '--tls-cert', ''], '--tls-cert', /must not be empty/],
+    [
+      ['--controller', 'a:1', '--tls-cert', 'c', '--tls-key', 'k', '--tls-ca', 'ca', '--insecure'],
+      '--insecure',
+      /cannot be combined with --tls-cert/,
+    ],
+    [
+      ['--config', 'f.yaml', '--tls-cert', 'c', '--tls-key', 'k', '--tls-ca', 'ca'],
+      '--tls-cert',
+      /only applies with --controller/,
+    ],
+    [['--config', 'f.yaml', '--insecure'], '--insecure', /only applies with --controller/],
+    [['--controller', '127.0.0.1:1', '--state-dir', 'var/lib'], '--state-dir', /must be an absolute path/],
+    [['--controller', '127.0.0.1:1', '--insecure=yes'], '--insecure', /does not take an argument/],
   ])('rejects %j naming %s', (argv, flag, reason) => {
     const err = errorOf(() => loadAgentConfig(argv, env));
     expect(err.flag).toBe(flag);
@@ -145,11 +180,44 @@ describe('loadAgentConfig', () => {
     expect(err.code).toBe('SLUICE_ERR_CONFIG');
   });
 
+  it('takes mTLS files, --insecure for a remote plaintext controller, and --state-dir', () => {
+    expect(
+      loadAgentConfig(
+        [
+          '--controller',
+          'ctl.sluice-system.svc:7700',
+          '--tls-cert',
+          '/t/a.crt',
+          '--tls-key',
+          '/t/a.key',
+          '--tls-ca',
+          '/t/ca.crt',
+          '--state-dir',
+          '/tmp/st',
+        ],
+        env,
+      ),
+    ).toMatchObject({
+      controller: { host: 'ctl.sluice-system.svc', port: 7700 },
+      tls: { cert: '/t/a.crt', key: '/t/a.key', ca: '/t/ca.crt' },
+      insecure: false,
+      stateDir: '/tmp/st',
+    });
+    expect(loadAgentConfig(['--controller', '10.0.0.1:7700', '--insecure'], env)).toMatchObject({
+      tls: undefined,
+      insecure: true,
+    });
+    // Loopback needs neither, like the controller's listen rule.
+    for (const host of ['127.0.0.1', '127.5.0.1', 'localhost', '[::1]']) {
+      expect(loadAgentConfig(['--controller', `${host}:7700`], env)).toMatchObject({ tls: undefined });
+    }
+  });
+
   it('names --cgroup when no cgroup v2 mount exists and no flag is given', () => {
     const bare: ConfigEnvironment = { readMounts: () => 'proc /proc proc rw 0 0', hostname: () => 'h' };
     const err = errorOf(() => loadAgentConfig(['--controller', 'a:1'], bare));
     expect(err.flag).toBe('--cgroup');
-    expect(loadAgentConfig(['--controller', 'a:1', '--cgroup', '/cg'], bare)).toMatchObject({
+    expect(loadAgentConfig(['--controller', '127.0.0.1:1', '--cgroup', '/cg'], bare)).toMatchObject({
       cgroup: '/cg',
     });
   });

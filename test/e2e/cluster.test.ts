@@ -68,6 +68,11 @@ function startAgentIn(c: Cluster, node: ClusterNode, zone: string): AgentProcess
       join(ROOT, 'bin/sluice-agent'),
       '--controller',
       c.controllerAddress,
+      // The hub's address is not loopback: plaintext needs saying so (test/e2e/controller-tls.test.ts
+      // covers mTLS).
+      '--insecure',
+      '--state-dir',
+      join('/tmp', `sluice-e2e-${c.sb.id}-state`, node.name),
       '--node',
       node.name,
       '--zone',
@@ -212,6 +217,7 @@ describePrivileged('cluster of three nodes, end to end', () => {
       console.log(cluster?.nodes['node-c'].agent?.log.raw.slice(-40).join('\n'));
     await cluster?.sb.cleanup();
     if (cluster) rmSync(cluster.file, { force: true });
+    if (cluster) rmSync(join('/tmp', `sluice-e2e-${cluster.sb.id}-state`), { recursive: true, force: true });
   });
 
   it('spreads a service by weight across nodes', async () => {

@@ -8,6 +8,7 @@ import { join, resolve } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { parseAllDocuments } from 'yaml';
 import { loadAgentConfig } from '../../agent/config';
+import { parseControllerArgs } from '../../controller/main';
 
 const ROOT = resolve(__dirname, '../..');
 const K8S = join(ROOT, 'deploy/kubernetes');
@@ -154,6 +155,68 @@ describe('Kubernetes manifests', () => {
   });
 });
 
+describe('Kubernetes manifests: mTLS and the agent state', () => {
+  const agentPod = find('DaemonSet', 'sluice-agent').spec.template.spec;
+  const agent = agentPod.containers.find((c: { name: string }) => c.name === 'agent');
+  const controllerPod = find('Deployment', 'sluice-controller').spec.template.spec;
+  const controller = controllerPod.containers[0];
+  const agentConfig = () => {
+    const config = loadAgentConfig(expandArgs(agent.args, { NODE_NAME: 'n' }), {
+      readMounts: () => '',
+      hostname: () => 'unused',
+    });
+    if (config.command !== 'run') throw new Error('agent args are not a run command');
+    return config;
+  };
+  /** The volume mounted over `path` in a container of `pod`. */
+  // biome-ignore lint/suspicious/noExplicitAny: manifests are free-form
+  const volumeAt = (pod: any, container: any, path: string) => {
+    const mount = container.volumeMounts.find((m: { mountPath: string }) => mountCovers(m.mountPath, path));
+    if (!mount) throw new Error(`nothing mounted over ${path}`);
+    return pod.volumes.find((v: { name: string }) => v.name === mount.name);
+  };
+
+  it('runs the agent with mTLS files from a Secret, not plaintext with --insecure', () => {
+    const config = agentConfig();
+    expect(config.insecure).toBe(false);
+    expect(config.tls).toBeDefined();
+    const secrets = new Set<string>();
+    for (const file of Object.values(config.tls ?? {})) {
+      const volume = volumeAt(agentPod, agent, file);
+      expect(volume.secret?.secretName, file).toBeTruthy();
+      secrets.add(volume.secret.secretName);
+    }
+    expect([...secrets]).toEqual(['sluice-agent-tls']);
+  });
+
+  it('serves the controller over mTLS with files from a Secret that its user can read', () => {
+    const args = parseControllerArgs(controller.args);
+    expect(args.insecure).toBe(false);
+    expect(args.tls).not.toBeNull();
+    for (const file of Object.values(args.tls ?? {})) {
+      const volume = volumeAt(controllerPod, controller, file);
+      expect(volume.secret?.secretName, file).toBe('sluice-controller-tls');
+      // Owned by root and readable by the group: the pod's fsGroup must be the non-root user's group.
+      if ((volume.secret.defaultMode & 0o004) === 0) {
+        expect(controllerPod.securityContext.fsGroup).toBe(controllerPod.securityContext.runAsUser);
+      }
+    }
+    // The kubelet's gRPC probe cannot speak TLS: the probes must use the HTTP side the controller serves.
+    for (const probe of [controller.readinessProbe, controller.livenessProbe]) {
+      expect(probe.grpc).toBeUndefined();
+      expect(probe.httpGet.path).toBe('/healthz');
+      const port = controller.ports.find((p: { name: string }) => p.name === probe.httpGet.port);
+      expect(args.metrics).toBe(`0.0.0.0:${port.containerPort}`);
+    }
+  });
+
+  it("keeps the agent's state directory on the host, so it outlives the pod", () => {
+    const config = agentConfig();
+    const volume = volumeAt(agentPod, agent, config.stateDir);
+    expect(volume.hostPath?.path).toBe(config.stateDir);
+  });
+});
+
 function mountCovers(mountPath: string, path: string): boolean {
   return path === mountPath || path.startsWith(`${mountPath}/`);
 }
@@ -180,6 +243,9 @@ describe('systemd units and image', () => {
     expect(config.command).toBe('run');
     expect(text).not.toMatch(/ExecStop.*uninstall/);
     expect(text).toMatch(/LimitMEMLOCK=infinity/);
+    // systemd creates /var/lib/<StateDirectory> for the persisted catalog.
+    const stateDirectory = text.match(/^StateDirectory=(\S+)$/m)?.[1];
+    if (config.command === 'run') expect(config.stateDir).toBe(`/var/lib/${stateDirectory}`);
   });
 
   it('points the agent at the address the controller unit listens on', () => {
