@@ -10,6 +10,8 @@
  * value counts from zero).
  */
 import { Counter, collectDefaultMetrics, Gauge, Histogram, type Registry } from 'prom-client';
+import type { FastPathCounters } from './fastpath/fastpath';
+import { FASTPATH_MODES, type FastPathMode } from './fastpath/settings';
 
 export type HealthState = 'healthy' | 'unhealthy' | 'unknown';
 export const HEALTH_STATES: readonly HealthState[] = ['healthy', 'unhealthy', 'unknown'];
@@ -37,6 +39,17 @@ export interface AgentMetricsOptions {
 
 type CounterKey = 'connects' | 'connectFailures' | 'ejections';
 
+/** Why a connection direction left the fast path: the `reason` label of sluice_fastpath_fallbacks_total. */
+const FASTPATH_FALLBACK_REASONS = {
+  no_peer: 'fallbackNoPeer',
+  backpressure: 'fallbackBackpressure',
+  disabled: 'fallbackDisabled',
+  policy: 'fallbackPolicy',
+  blocking: 'fallbackBlocking',
+  streaming: 'fallbackStreaming',
+  redirect_error: 'redirectErrors',
+} as const satisfies Record<string, keyof FastPathCounters>;
+
 const PROBE_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5];
 const SYNC_BUCKETS = [
   0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5,
@@ -56,6 +69,18 @@ export class AgentMetrics {
   readonly controllerState: Gauge<'state'>;
   readonly appliedVersion: Gauge;
   readonly catalogUpdates: Counter<'result'>;
+  readonly fastPathMode: Gauge<'mode'>;
+  readonly fastPathEndpoints: Gauge;
+  readonly fastPathRedirectedMessages: Counter;
+  readonly fastPathRedirectedBytes: Counter;
+  readonly fastPathFallbackMessages: Counter;
+  readonly fastPathFallbackBytes: Counter;
+  readonly fastPathFallbacks: Counter<'reason'>;
+  readonly fastPathInserts: Counter;
+  readonly fastPathInsertFailures: Counter;
+
+  /** Last kernel reading of the fast path counters, for counter deltas. */
+  private lastFastPath: FastPathCounters | undefined;
 
   /** Last kernel readings per `service\0backend`, for counter deltas. */
   private readonly lastCounters = new Map<string, Record<CounterKey, number>>();
@@ -149,6 +174,54 @@ export class AgentMetrics {
       labelNames: ['result'],
       registers,
     });
+    this.fastPathMode = new Gauge({
+      name: 'sluice_fastpath_mode',
+      help: 'Same-node fast path setting in effect (off, mesh, all): 1 on the current mode.',
+      labelNames: ['mode'],
+      registers,
+    });
+    this.fastPathEndpoints = new Gauge({
+      name: 'sluice_fastpath_endpoints',
+      help: 'Node-local mesh endpoints whose connections may take the fast path (scope mesh).',
+      registers,
+    });
+    this.fastPathRedirectedMessages = new Counter({
+      name: 'sluice_fastpath_redirected_messages_total',
+      help: 'Sends handed straight to the peer socket by the same-node fast path.',
+      registers,
+    });
+    this.fastPathRedirectedBytes = new Counter({
+      name: 'sluice_fastpath_redirected_bytes_total',
+      help: 'Bytes handed straight to the peer socket by the same-node fast path.',
+      registers,
+    });
+    this.fastPathFallbackMessages = new Counter({
+      name: 'sluice_fastpath_fallback_messages_total',
+      help: 'Sends of sockets in the fast path map that took the normal TCP path.',
+      registers,
+    });
+    this.fastPathFallbackBytes = new Counter({
+      name: 'sluice_fastpath_fallback_bytes_total',
+      help: 'Bytes of sockets in the fast path map that took the normal TCP path.',
+      registers,
+    });
+    this.fastPathFallbacks = new Counter({
+      name: 'sluice_fastpath_fallbacks_total',
+      help: 'Connection directions that moved to the normal TCP path for good, by reason.',
+      labelNames: ['reason'],
+      registers,
+    });
+    this.fastPathInserts = new Counter({
+      name: 'sluice_fastpath_inserts_total',
+      help: 'Sockets put into the fast path map.',
+      registers,
+    });
+    this.fastPathInsertFailures = new Counter({
+      name: 'sluice_fastpath_insert_failures_total',
+      help: 'Eligible sockets that could not join the fast path map (full map): they take the normal path.',
+      registers,
+    });
+    this.setFastPathMode('off');
     this.setControllerState('disconnected');
     if (options.processMetrics ?? true) collectDefaultMetrics({ register: registry });
   }
@@ -223,6 +296,37 @@ export class AgentMetrics {
   catalogApplied(version: number | bigint, result: 'ack' | 'nack'): void {
     this.catalogUpdates.inc({ result });
     if (result === 'ack') this.appliedVersion.set(Number(version));
+  }
+
+  setFastPathMode(mode: FastPathMode): void {
+    for (const m of FASTPATH_MODES) this.fastPathMode.set({ mode: m }, m === mode ? 1 : 0);
+  }
+
+  setFastPathEndpoints(count: number): void {
+    this.fastPathEndpoints.set(count);
+  }
+
+  /**
+   * Feeds a cumulative reading of the fast path's kernel counters (summed over CPUs). A reading lower than
+   * the last one means the map was recreated: the new value counts from zero.
+   */
+  observeFastPathCounters(counters: FastPathCounters): void {
+    const last = this.lastFastPath;
+    const delta = (key: keyof FastPathCounters): number => {
+      const value = counters[key];
+      const before = last?.[key] ?? 0n;
+      return Number(value >= before ? value - before : value);
+    };
+    this.fastPathRedirectedMessages.inc(delta('redirectedMsgs'));
+    this.fastPathRedirectedBytes.inc(delta('redirectedBytes'));
+    this.fastPathFallbackMessages.inc(delta('fallbackMsgs'));
+    this.fastPathFallbackBytes.inc(delta('fallbackBytes'));
+    this.fastPathInserts.inc(delta('inserts'));
+    this.fastPathInsertFailures.inc(delta('insertFailures'));
+    for (const [reason, key] of Object.entries(FASTPATH_FALLBACK_REASONS)) {
+      this.fastPathFallbacks.inc({ reason }, delta(key));
+    }
+    this.lastFastPath = { ...counters };
   }
 
   /** Deletes every series of one backend (it left the service). Idempotent. */

@@ -3,7 +3,8 @@
  * uninstall life cycle built on them.
  *
  *   <bpffs>/maps/<map>                          maps (LIBBPF_PIN_BY_NAME pin root: sluice_services_v1, ...)
- *   <bpffs>/links/cg-<cgroup id>/<obj>/<prog>   one bpf_link per attached program, per cgroup
+ *   <bpffs>/links/cg-<cgroup id>/<obj>/<prog>   one bpf_link per attached program, per cgroup (an sk_msg
+ *                                               program on a sockmap of the object included: ObjectSpec.sockmaps)
  *   <bpffs>/progs/<obj>/<prog>                  the programs currently behind those links
  *
  * A cgroup's id is the inode number of its cgroup v2 directory, so links made for one cgroup are never
@@ -91,6 +92,11 @@ export interface ObjectSpec {
   readonly path: string;
   /** load options (globals, capacities, programs to skip); the pin root is set by install(). */
   readonly options?: Omit<OpenObjectOptions, 'pinRoot'>;
+  /**
+   * sk_msg / sk_skb programs to attach to a sockmap or sockhash of the same object: program name → map
+   * name. Their links are pinned, adopted and uninstalled like the object's cgroup links.
+   */
+  readonly sockmaps?: Readonly<Record<string, string>>;
 }
 
 export type LinkAction = 'attached' | 'adopted' | 'replaced' | 'removed-stale';
@@ -159,7 +165,8 @@ function adoptLink(
   bpf: NativeBpf,
   linkPath: string,
   program: BpfProgram,
-  cgroupPath: string,
+  attach: () => BpfLink,
+  breakBeforeMake: boolean,
 ): { link: BpfLink; action: LinkAction } {
   try {
     const link = bpf.openPinnedLink(linkPath);
@@ -168,7 +175,16 @@ function adoptLink(
   } catch (error) {
     if (!isNotALink(error)) throw error;
   }
-  const link = program.attachCgroup(cgroupPath);
+  if (breakBeforeMake) {
+    // A sockmap takes one verdict program: the old link goes first. Sockets already in the map keep the
+    // program their psock took; only sockets joining in the gap miss it (they take the normal path).
+    detachPinnedLink(bpf, linkPath);
+    removePin(linkPath);
+    const link = attach();
+    link.pin(linkPath);
+    return { link, action: 'replaced' };
+  }
+  const link = attach();
   try {
     detachPinnedLink(bpf, linkPath);
     removePin(linkPath);
@@ -220,17 +236,22 @@ export function install(
       const wanted = new Set<string>();
       for (const program of object.programs()) {
         const { type, section } = safeProgramInfo(program);
-        if (!isCgroupProgramType(type)) continue;
+        const sockmap = spec.sockmaps?.[program.name];
+        if (!isCgroupProgramType(type) && sockmap === undefined) continue;
         wanted.add(program.name);
+        const attach = () =>
+          sockmap !== undefined
+            ? program.attachSockmap(object.map(sockmap), undefined, { method: 'link' })
+            : program.attachCgroup(options.cgroupPath);
         const linkPath = layout.linkPin(id, name, program.name);
         let action: LinkAction;
         if (existsSync(linkPath)) {
-          const adopted = adoptLink(bpf, linkPath, program, options.cgroupPath);
+          const adopted = adoptLink(bpf, linkPath, program, attach, sockmap !== undefined);
           links.push(adopted.link);
           action = adopted.action;
         } else {
           ensureDir(join(layout.cgroupLinksDir(id), name));
-          const link = program.attachCgroup(options.cgroupPath);
+          const link = attach();
           link.pin(linkPath);
           links.push(link);
           action = 'attached';

@@ -151,6 +151,12 @@ export interface FastPathOptions {
   /** bpffs directory where the maps are pinned by name (and adopted from on a restart). */
   readonly pinRoot: string;
   readonly objectPath?: string;
+  /**
+   * The object already loaded (with its maps pinned) and its programs attached by the caller: the agent
+   * does this through its pin life cycle (agent/pins.ts, agent/fastpath-wiring.ts) so links survive a
+   * restart. start() then only writes the config; stop() leaves the links and the object to the caller.
+   */
+  readonly object?: BpfObject;
 }
 
 export class FastPath {
@@ -165,6 +171,11 @@ export class FastPath {
   /** Probes the kernel, loads and attaches. Throws with the probe's reason when the kernel cannot. */
   start(): void {
     if (this.object) return;
+    if (this.options.object) {
+      this.object = this.options.object;
+      this.writeConfig();
+      return;
+    }
     const objectPath = this.options.objectPath ?? defaultObjectPath();
     const probe = probeFastPath(this.options.bpf, objectPath);
     if (!probe.ok) throw new Error(`fast path unavailable: ${probe.reason}`);
@@ -284,7 +295,7 @@ export class FastPath {
       }
     }
     this.links = [];
-    this.object?.close();
+    if (this.object !== this.options.object) this.object?.close();
     this.object = undefined;
   }
 

@@ -5,6 +5,10 @@
 
 export type FastPathScope = 'mesh' | 'all';
 
+/** The agent's `--fastpath` setting: off (the default), or on with a scope. */
+export const FASTPATH_MODES = ['off', 'mesh', 'all'] as const;
+export type FastPathMode = (typeof FASTPATH_MODES)[number];
+
 export interface FastPathSettings {
   /** Redirect same-node traffic at all. Off by default: see docs/fastpath.md (measured trade-off). */
   readonly enabled: boolean;
