@@ -270,6 +270,22 @@ describePrivileged('socket-LB (cgroup hooks, real sockets)', () => {
     });
   });
 
+  it('affinity: kept over a weight change while fresh, dropped after the timeout', async () => {
+    const affinity = { timeoutSeconds: 1 };
+    await lb.datapath.sync([service('10.96.0.34', 80, [tcp('a')], { affinity, algorithm: 'weighted' })]);
+    const first = await runLbClient(box, ns, '10.96.0.34:80', { count: 5, summary: true });
+    expect(first.totals.names).toEqual({ a: 5 });
+    // b now holds 1023 of 1024 slots, but the client's remembered backend is still in the service
+    await lb.datapath.sync([
+      service('10.96.0.34', 80, [tcp('a'), tcp('b', 65_535)], { affinity, algorithm: 'weighted' }),
+    ]);
+    const kept = await runLbClient(box, ns, '10.96.0.34:80', { count: 10, summary: true });
+    expect(kept.totals.names).toEqual({ a: 10 });
+    await sleep(1300);
+    const expired = await runLbClient(box, ns, '10.96.0.34:80', { count: 10, summary: true });
+    expect(expired.totals.names).toEqual({ b: 10 });
+  });
+
   describe('updates', () => {
     it('never shows connect() a half-written backend set while thousands of updates land', async () => {
       const sets: BackendSpec[][] = [
