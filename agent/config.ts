@@ -5,6 +5,7 @@
  *   sluice-agent --controller HOST:PORT [--node NAME] [--zone ZONE] [--cgroup PATH] [--bpffs DIR]
  *                [--metrics HOST:PORT|off] [--dns HOST:PORT|off] [--log-level LEVEL]
  *                [--tls-cert FILE --tls-key FILE --tls-ca FILE | --insecure] [--state-dir DIR]
+ *                [--fastpath off|mesh|all]
  *   sluice-agent --config services.yaml [...same flags]          (standalone: no controller)
  *   sluice-agent uninstall [--cgroup PATH] [--bpffs DIR] [--log-level LEVEL]
  */
@@ -14,6 +15,7 @@ import { isIP } from 'node:net';
 import { hostname as osHostname } from 'node:os';
 import { parseArgs } from 'node:util';
 import { z } from 'zod';
+import { FASTPATH_MODES, type FastPathMode } from './fastpath/settings';
 
 export const AGENT_DEFAULTS = Object.freeze({
   bpffs: '/sys/fs/bpf/sluice',
@@ -21,6 +23,8 @@ export const AGENT_DEFAULTS = Object.freeze({
   dns: '127.0.0.1:5353',
   logLevel: 'info',
   stateDir: '/var/lib/sluice',
+  /** Off by default: see docs/fastpath.md (the measured trade-off). */
+  fastpath: 'off' as FastPathMode,
 });
 
 export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace'] as const;
@@ -54,6 +58,8 @@ export interface RunConfig extends CommonConfig {
   readonly insecure: boolean;
   /** Where the last applied (ACKed) catalog is kept across restarts (controller mode). */
   readonly stateDir: string;
+  /** Same-node fast path: off, on for node-local mesh endpoints, or on for any same-node TCP pair. */
+  readonly fastpath: FastPathMode;
 }
 
 export interface TlsFiles {
@@ -179,6 +185,7 @@ const runSchema = z.object({
   'tls-key': z.string().min(1, 'must not be empty').optional(),
   'tls-ca': z.string().min(1, 'must not be empty').optional(),
   'state-dir': absolutePath,
+  fastpath: z.enum(FASTPATH_MODES),
 });
 
 const uninstallSchema = z.object(commonSchema);
@@ -198,6 +205,7 @@ const RUN_FLAGS = {
   'tls-ca': { type: 'string' },
   insecure: { type: 'boolean' },
   'state-dir': { type: 'string' },
+  fastpath: { type: 'string' },
 } as const;
 
 const UNINSTALL_FLAGS = {
@@ -224,7 +232,8 @@ function parseFlags<T extends Record<string, { type: 'string' | 'boolean' }>>(ar
 function firstIssue(error: z.ZodError): ConfigError {
   const issue = error.issues[0]!;
   const flag = `--${String(issue.path[0] ?? 'argv')}`;
-  const reason = issue.code === 'invalid_value' ? `must be one of ${LOG_LEVELS.join(', ')}` : issue.message;
+  const reason =
+    issue.code === 'invalid_value' ? `must be one of ${issue.values.map(String).join(', ')}` : issue.message;
   return new ConfigError(flag, reason);
 }
 
@@ -298,6 +307,7 @@ export function loadAgentConfig(
     'tls-key': flags['tls-key'],
     'tls-ca': flags['tls-ca'],
     'state-dir': flags['state-dir'] ?? AGENT_DEFAULTS.stateDir,
+    fastpath: flags.fastpath ?? AGENT_DEFAULTS.fastpath,
   });
   if (!parsed.success) throw firstIssue(parsed.error);
   const d = parsed.data;
@@ -345,5 +355,6 @@ export function loadAgentConfig(
         : undefined,
     insecure,
     stateDir: d['state-dir'],
+    fastpath: d.fastpath,
   });
 }

@@ -23,6 +23,7 @@ import { createSocketLbSink } from './datapath-bpf';
 import { MemorySink } from './datapath-sink';
 import { DnsServer } from './dns/server';
 import { buildDnsIndex } from './dns/zone';
+import { AgentFastPath, FASTPATH_OBJECT_PATH, withFastPath } from './fastpath-wiring';
 import { defaultProbers } from './health/probers';
 import { HealthScheduler } from './health/scheduler';
 import { AgentMetrics } from './metrics';
@@ -89,6 +90,8 @@ export function tlsCredentials(files: TlsFiles): grpc.ChannelCredentials {
 export interface RunningAgent {
   readonly agent: NodeAgent;
   readonly sink: DataplaneSink;
+  /** The same-node fast path (absent without BPF); its `mode` is 'off' also when the kernel refused it. */
+  readonly fastPath: AgentFastPath | undefined;
   /** Bound DNS port, when the responder runs. */
   readonly dnsPort: number | undefined;
   readonly registry: Registry;
@@ -129,9 +132,13 @@ export async function runAgent(config: RunConfig, deps: AgentDeps = {}): Promise
   let installed: Installed | undefined;
   let sink: DataplaneSink;
   let closeSink = () => {};
+  let fastPath: AgentFastPath | undefined;
   if ((deps.datapath ?? 'bpf') === 'memory') {
     sink = new MemorySink();
-    log.warn('running without BPF (in-memory datapath): connections are not steered');
+    log.warn(
+      { fastpath: config.fastpath },
+      'running without BPF (in-memory datapath): connections are not steered, no fast path',
+    );
   } else {
     const bpf = (deps.bpf ?? loadNative)();
     const settings = resolveLbSettings();
@@ -161,7 +168,17 @@ export async function runAgent(config: RunConfig, deps: AgentDeps = {}): Promise
       reaperObject: join(packageRoot(), REAPER_OBJECT),
     });
     closeSink = () => lbSink.close();
-    sink = lbSink;
+    // Probes the kernel first; a refusal is logged and leaves it off. Fed the local backends of each plan.
+    fastPath = new AgentFastPath({
+      bpf,
+      mode: config.fastpath,
+      bpffsDir: config.bpffs,
+      cgroupPath: config.cgroup,
+      objectPath: join(packageRoot(), FASTPATH_OBJECT_PATH),
+      log: root.child({ component: 'fastpath' }),
+      metrics,
+    }).start();
+    sink = withFastPath(lbSink, fastPath);
   }
 
   const health = new HealthScheduler({
@@ -256,6 +273,7 @@ export async function runAgent(config: RunConfig, deps: AgentDeps = {}): Promise
   const running: RunningAgent = {
     agent,
     sink,
+    fastPath,
     dnsPort,
     registry,
     metricsAddress,
@@ -267,6 +285,7 @@ export async function runAgent(config: RunConfig, deps: AgentDeps = {}): Promise
       await dns?.close();
       await new Promise<void>((done) => (server ? server.close(() => done()) : done()));
       // Only our fds: the pins keep programs, links and maps in place.
+      fastPath?.close();
       closeSink();
       installed?.close();
       log.info('stopped; the data plane stays in place');

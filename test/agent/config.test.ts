@@ -71,6 +71,7 @@ describe('loadAgentConfig', () => {
       tls: undefined,
       insecure: false,
       stateDir: '/var/lib/sluice',
+      fastpath: 'off',
     });
     expect(Object.isFrozen(config)).toBe(true);
     if (config.command === 'run') expect(Object.isFrozen(config.metrics)).toBe(true);
@@ -95,6 +96,8 @@ describe('loadAgentConfig', () => {
         '[::1]:53',
         '--log-level',
         'debug',
+        '--fastpath',
+        'mesh',
       ],
       env,
     );
@@ -110,6 +113,10 @@ describe('loadAgentConfig', () => {
       metrics: undefined,
       dns: { host: '::1', port: 53 },
       logLevel: 'debug',
+      fastpath: 'mesh',
+    });
+    expect(loadAgentConfig(['--controller', '127.0.0.1:7700', '--fastpath', 'all'], env)).toMatchObject({
+      fastpath: 'all',
     });
   });
 
@@ -135,6 +142,7 @@ describe('loadAgentConfig', () => {
     [['--controller', 'a:1', '--zone', ''], '--zone', /must be a zone name/],
     [['--controller', 'a:1', '--zone', 'z'.repeat(64)], '--zone', /at most 63 characters/],
     [['--controller', 'a:1', '--log-level', 'loud'], '--log-level', /must be one of fatal, error/],
+    [['--controller', 'a:1', '--fastpath', 'on'], '--fastpath', /must be one of off, mesh, all/],
     [['--controller', 'a:1', '--config', 'f.yaml'], '--config', /cannot be combined with --controller/],
     [['--node', 'n'], '--controller', /required \(or --config FILE/],
     [['--controller', 'a:1', '--bogus', 'x'], '--bogus', /Unknown option/],
