@@ -298,6 +298,31 @@ describe('isolation', () => {
       details: 'ack for version 99, but the last version sent is 1',
     });
 
+    const twice = rawStream(h.target);
+    const hello = {
+      hello: { node: 'node-y', zone: '', epoch: '', version: 0, services: [], agentVersion: '' },
+    };
+    twice.call.write(hello);
+    twice.call.write(hello);
+    expect(await twice.status).toMatchObject({
+      code: grpc.status.INVALID_ARGUMENT,
+      details: 'hello may only be sent once per stream',
+    });
+
+    // A second stream from the same node replaces the first.
+    const older = rawStream(h.target);
+    older.call.on('data', () => {});
+    older.call.write({ hello: { ...hello.hello, node: 'node-z' } });
+    await waitFor(() => h.server.session('node-z'), 'node-z connected');
+    const newer = rawStream(h.target);
+    newer.call.on('data', () => {});
+    newer.call.write({ hello: { ...hello.hello, node: 'node-z' } });
+    expect(await older.status).toMatchObject({
+      code: grpc.status.ABORTED,
+      details: 'replaced by a newer stream from the same node',
+    });
+    await waitFor(() => h.server.session('node-z')?.sentVersion === 1, 'the newer stream is served');
+
     // The good agent is still connected and still gets changes.
     const next = services(2);
     next[0]!.backends[0]!.weight = 5;
