@@ -46,3 +46,34 @@ int sluice_reap_udp(struct bpf_iter__udp *ctx)
 		BPF_SEQ_PRINTF(seq, "%u\n", backend_id);
 	return 0;
 }
+
+/*
+ * The TCP variant (off by default: established TCP connections to a removed backend normally
+ * drain): resets established TCP connections whose backend left its service. Same output format.
+ */
+SEC("iter/tcp")
+int sluice_reap_tcp(struct bpf_iter__tcp *ctx)
+{
+	struct sock_common *skc = ctx->sk_common;
+	struct seq_file *seq = ctx->meta->seq;
+	struct lb_backend *backend;
+	struct tcp_sock *tp;
+	struct lb_sock *sock;
+	__u32 backend_id;
+
+	if (!skc || skc->skc_state != LB_TCP_ESTABLISHED)
+		return 0;
+	tp = bpf_skc_to_tcp_sock(skc);
+	if (!tp)
+		return 0;
+	sock = bpf_sk_storage_get(&sluice_lb_sock_v1, (struct sock *)tp, 0, 0);
+	if (!sock || !sock->backend_id)
+		return 0;
+	backend_id = sock->backend_id;
+	backend = bpf_map_lookup_elem(&sluice_lb_backends_v1, &backend_id);
+	if (backend && backend->service_id == sock->service_id)
+		return 0;
+	if (bpf_sock_destroy(skc) == 0)
+		BPF_SEQ_PRINTF(seq, "%u\n", backend_id);
+	return 0;
+}

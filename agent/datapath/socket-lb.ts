@@ -4,7 +4,7 @@
  * stale connected-UDP reaper; a failed load is logged and the datapath runs without it). All share one
  * set of maps pinned by name under `pinRoot`, sized by the capacity settings.
  */
-import { execFile, execFileSync } from 'node:child_process';
+import { execFile } from 'node:child_process';
 import { rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -27,8 +27,10 @@ export interface LoadSocketLbOptions {
   settings: LbSettings;
   /** `const volatile` globals of sock_lb.bpf.o (e.g. lb_sock_storage, for measurements only) */
   globals?: Record<string, Buffer>;
-  /** load the stale-UDP reaper (default true) */
+  /** load the stale-socket reaper (default true) */
   reaper?: boolean;
+  /** also reset established TCP connections to removed backends (default false: they drain) */
+  reapTcp?: boolean;
   /**
    * Network namespaces (paths such as /run/netns/x) whose UDP sockets the reaper also walks; a BPF
    * socket iterator sees only the namespace it is read from, so these are read through nsenter.
@@ -48,7 +50,9 @@ export const SOCK_LB_PROGRAMS = [
   'sluice_getpeername6',
 ] as const;
 
-let reaperPins = 0;
+let pinCounter = 0;
+
+type ReapProtocol = 'udp' | 'tcp';
 const execFileAsync = promisify(execFile);
 const countLines = (out: string): number => out.split('\n').filter(Boolean).length;
 
@@ -60,7 +64,7 @@ export class SocketLb {
     readonly reaper: BpfObject | undefined,
     readonly maps: LbMapSet,
     readonly datapath: SocketLbDatapath,
-    private readonly reaperPin: string | undefined,
+    private readonly reaperPins: Partial<Record<ReapProtocol, string>>,
     /** extra namespaces the reaper walks (see LoadSocketLbOptions.reapNetns) */
     readonly reapNetns: string[],
   ) {}
@@ -96,20 +100,25 @@ export class SocketLb {
     const datapath = new SocketLbDatapath(writer, options.settings, () => {
       holder.lb?.scheduleReap(options.log);
     });
-    // The iterator is pinned so processes in other namespaces can read (run) it.
-    let reaperPin: string | undefined;
+    // The iterators are pinned so processes in other namespaces can read (run) them.
+    const reaperPins: Partial<Record<ReapProtocol, string>> = {};
     if (reaper) {
-      const link = reaper.program('sluice_reap_udp').attachIter();
-      reaperPin = join(options.pinRoot, `sluice_lb_reap_udp_link_${process.pid}_${++reaperPins}`);
-      try {
-        link.pin(reaperPin);
-      } finally {
-        link.close();
+      const tag = `${process.pid}_${++pinCounter}`;
+      for (const protocol of ['udp', 'tcp'] as const) {
+        const link = reaper.program(`sluice_reap_${protocol}`).attachIter();
+        const path = join(options.pinRoot, `sluice_lb_reap_${protocol}_link_${tag}`);
+        try {
+          link.pin(path);
+        } finally {
+          link.close();
+        }
+        reaperPins[protocol] = path;
       }
     }
-    holder.lb = new SocketLb(bpf, sockLb, sockops, reaper, maps, datapath, reaperPin, [
+    holder.lb = new SocketLb(bpf, sockLb, sockops, reaper, maps, datapath, reaperPins, [
       ...(options.reapNetns ?? []),
     ]);
+    holder.lb.reapTcp = options.reapTcp === true;
     return holder.lb;
   }
 
@@ -130,31 +139,27 @@ export class SocketLb {
     return this.reaper !== undefined;
   }
 
+  /** Whether reaping also resets established TCP connections to removed backends (default false). */
+  reapTcp = false;
+
   /**
-   * Destroys connected UDP sockets whose backend left its service, in this namespace and in reapNetns;
-   * returns how many (undefined: no reaper). A namespace that cannot be entered is logged and skipped.
+   * Destroys stale sockets now (connected UDP, and TCP when reapTcp), in this namespace and in
+   * reapNetns; returns how many (undefined: no reaper). A namespace that cannot be entered is logged
+   * and skipped.
    */
-  reapStaleUdp(log?: SocketLbLogger): number | undefined {
-    if (!this.reaper || !this.reaperPin) return undefined;
-    const count = (out: string): number => out.split('\n').filter(Boolean).length;
-    const link = this.bpf.openPinnedLink(this.reaperPin);
-    let destroyed: number;
-    try {
-      destroyed = count(this.bpf.runIter(link).toString('utf8'));
-    } finally {
-      link.close();
-    }
-    for (const netns of this.reapNetns) {
+  async reapStale(log?: SocketLbLogger): Promise<number | undefined> {
+    if (!this.reaper) return undefined;
+    let destroyed = 0;
+    for (const protocol of this.reapTcp ? (['udp', 'tcp'] as const) : (['udp'] as const)) {
+      const pin = this.reaperPins[protocol]!;
+      const link = this.bpf.openPinnedLink(pin);
       try {
-        destroyed += count(
-          execFileSync('nsenter', [`--net=${netns}`, 'cat', this.reaperPin], {
-            encoding: 'utf8',
-            timeout: 5000,
-          }),
-        );
-      } catch (error) {
-        log?.warn({ err: error, netns }, 'stale-UDP reaper could not walk a namespace');
+        destroyed += countLines(this.bpf.runIter(link).toString('utf8'));
+      } finally {
+        link.close();
       }
+      const others = await Promise.all(this.reapNetns.map((netns) => this.reapOtherNetns(pin, netns, log)));
+      destroyed += others.reduce((a, b) => a + b, 0);
     }
     return destroyed;
   }
@@ -177,13 +182,10 @@ export class SocketLb {
         this.reapAgain = false;
         await new Promise((r) => setImmediate(r));
         try {
-          const own = this.reapOwnNetns();
-          const others = await Promise.all(this.reapNetns.map((netns) => this.reapOtherNetns(netns, log)));
-          const destroyed = own + others.reduce((a, b) => a + b, 0);
-          if (destroyed > 0)
-            log?.info?.({ destroyed }, 'destroyed connected UDP sockets of removed backends');
+          const destroyed = await this.reapStale(log);
+          if (destroyed) log?.info?.({ destroyed }, 'destroyed sockets still aimed at removed backends');
         } catch (error) {
-          log?.warn({ err: error }, 'stale-UDP reaper run failed');
+          log?.warn({ err: error }, 'stale-socket reaper run failed');
         }
       } while (this.reapAgain);
       this.reapRunning = undefined;
@@ -192,30 +194,21 @@ export class SocketLb {
     return this.reapRunning;
   }
 
-  private reapOwnNetns(): number {
-    const link = this.bpf.openPinnedLink(this.reaperPin!);
+  private async reapOtherNetns(pin: string, netns: string, log?: SocketLbLogger): Promise<number> {
     try {
-      return countLines(this.bpf.runIter(link).toString('utf8'));
-    } finally {
-      link.close();
-    }
-  }
-
-  private async reapOtherNetns(netns: string, log?: SocketLbLogger): Promise<number> {
-    try {
-      const { stdout } = await execFileAsync('nsenter', [`--net=${netns}`, 'cat', this.reaperPin!], {
+      const { stdout } = await execFileAsync('nsenter', [`--net=${netns}`, 'cat', pin], {
         encoding: 'utf8',
         timeout: 5000,
       });
       return countLines(stdout);
     } catch (error) {
-      log?.warn({ err: error, netns }, 'stale-UDP reaper could not walk a namespace');
+      log?.warn({ err: error, netns }, 'stale-socket reaper could not walk a namespace');
       return 0;
     }
   }
 
   close(): void {
-    if (this.reaperPin) rmSync(this.reaperPin, { force: true });
+    for (const pin of Object.values(this.reaperPins)) rmSync(pin, { force: true });
     this.reaper?.close();
     this.sockops.close();
     this.sockLb.close();

@@ -440,6 +440,30 @@ describePrivileged('socket-LB (cgroup hooks, real sockets)', () => {
       expect(readServiceCounters(lb.maps, idOf('10.96.0.51', 80)).ejections).toBe(2n);
     });
 
+    it('optionally resets established TCP connections to a removed backend (off by default)', async () => {
+      const established = (address: string): number =>
+        ns
+          .exec(['ss', '-Htn', 'state', 'established', 'dst', `${address}:${PORT}`])
+          .split('\n')
+          .filter(Boolean).length;
+      await lb.datapath.sync([service('10.96.0.55', 80, [tcp('a')])]);
+      const holder = startLbClient(box, ns, '10.96.0.55:80', { count: 3, hold: true, summary: true });
+      expect((await holder.totals).names).toEqual({ a: 3 });
+      expect(established(V4.a)).toBe(3);
+      // default: removing the backend leaves established connections alone (they drain)
+      await lb.datapath.sync([service('10.96.0.55', 80, [tcp('b')])]);
+      await lb.scheduleReap();
+      expect(established(V4.a)).toBe(3);
+      lb.reapTcp = true;
+      try {
+        expect(await lb.reapStale()).toBe(3);
+        expect(established(V4.a)).toBe(0);
+      } finally {
+        lb.reapTcp = false;
+        await holder.stop();
+      }
+    });
+
     it('destroys a connected UDP socket whose backend left, so the client reconnects to a live one', async () => {
       expect(lb.reaperAvailable).toBe(true);
       await lb.datapath.sync([service('10.96.0.54', 53, [udp('a')], { protocol: 'udp' })]);
