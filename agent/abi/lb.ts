@@ -139,3 +139,15 @@ export const LbMaps = {
   affinity: 'sluice_lb_affinity_v1',
   udpRevnat: 'sluice_lb_udp_revnat_v1',
 } as const;
+
+/**
+ * Whether a slot-map index (of the service's own id) is an entry of the service's live member list:
+ * the member region of the live half, or the live slots themselves when the record carries
+ * LB_SVC_F_MEMBERS_ARE_SLOTS (unweighted tables are written once).
+ */
+export function isLiveMemberEntry(service: { generation: number; flags: number }, index: number): boolean {
+  const liveHalf = ((index & LB_SLOT_GEN_BIT) !== 0 ? 1 : 0) === (service.generation ? 1 : 0);
+  if (!liveHalf) return false;
+  const member = (index & LB_SLOT_MEMBER_BIT) !== 0;
+  return (service.flags & LB_SVC_F_MEMBERS_ARE_SLOTS) !== 0 ? !member : member;
+}

@@ -7,6 +7,7 @@ import { describe, expect, it } from 'vitest';
 import { bytes16ToIp } from '../../agent/abi/ip';
 import {
   BackendCodec,
+  isLiveMemberEntry,
   LB_SLOT_GEN_BIT,
   LB_SLOT_MEMBER_BIT,
   LB_SVC_F_MEMBERS_ARE_SLOTS,
@@ -425,5 +426,18 @@ describe('diff and writer', () => {
     }
     expect(checks).toBeGreaterThan(500);
     expect(problems).toEqual([]);
+  });
+});
+
+describe('abi helpers', () => {
+  it('tells live member-list entries apart in both table layouts', () => {
+    const live = { generation: 1, flags: 0 };
+    expect(isLiveMemberEntry(live, (LB_SLOT_GEN_BIT | LB_SLOT_MEMBER_BIT | 2) >>> 0)).toBe(true);
+    expect(isLiveMemberEntry(live, (LB_SLOT_GEN_BIT | 2) >>> 0)).toBe(false);
+    expect(isLiveMemberEntry(live, (LB_SLOT_MEMBER_BIT | 2) >>> 0)).toBe(false);
+    const folded = { generation: 0, flags: LB_SVC_F_MEMBERS_ARE_SLOTS };
+    expect(isLiveMemberEntry(folded, 2)).toBe(true);
+    expect(isLiveMemberEntry(folded, (LB_SLOT_MEMBER_BIT | 2) >>> 0)).toBe(false);
+    expect(isLiveMemberEntry(folded, (LB_SLOT_GEN_BIT | 2) >>> 0)).toBe(false);
   });
 });
