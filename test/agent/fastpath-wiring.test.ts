@@ -5,12 +5,14 @@
  * Real BPF, real sockets (build/fastpath-io) in a sandbox netns and cgroup.
  */
 import { execFileSync } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { existsSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { PassThrough } from 'node:stream';
 import pino from 'pino';
 import { Registry } from 'prom-client';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { FpConfigCodec } from '../../agent/abi/fastpath';
+import { loadAgentConfig, type RunConfig } from '../../agent/config';
 import { MemorySink } from '../../agent/datapath-sink';
 import type { FastPathCounters } from '../../agent/fastpath/fastpath';
 import { MAP_CONFIG } from '../../agent/fastpath/fastpath';
@@ -21,6 +23,7 @@ import {
   localEndpoints,
   withFastPath,
 } from '../../agent/fastpath-wiring';
+import { main, runAgent } from '../../agent/main';
 import { AgentMetrics } from '../../agent/metrics';
 import type { ProgrammedService } from '../../agent/node-agent';
 import { cgroupId, pinLayout, uninstall } from '../../agent/pins';
@@ -281,6 +284,65 @@ describePrivileged('fast path in the agent', () => {
     const { fp } = agentFastPath('mesh', new Registry(), join(sandbox.bpffsDir, 'missing.bpf.o'));
     expect(fp.mode).toBe('off');
     expect(fp.unavailable).toMatch(/kernel feature probe failed: .*missing\.bpf\.o not built/);
+    expect(cgroupPrograms()).toEqual([]);
+  });
+
+  it('sluice-agent --fastpath mesh: a standalone agent redirects to its node-local backend; uninstall removes it', async () => {
+    const port = 18092;
+    const file = join('/tmp', `sluice-fastpath-wiring-${sandbox.id}.yaml`);
+    // JSON is YAML: the standalone catalog file.
+    writeFileSync(
+      file,
+      JSON.stringify({
+        domain: 'mesh.local',
+        services: [
+          {
+            name: 'web',
+            namespace: 'default',
+            vip: '10.96.0.10',
+            ports: [{ name: 'http', port: 80, targetPort: port, protocol: 'TCP' }],
+            backends: [{ address: '127.0.0.1', node: 'node-a', weight: 1 }],
+          },
+        ],
+      }),
+    );
+    const flags = ['--config', file, '--node', 'node-a', '--cgroup', sandbox.cgroupPath, '--bpffs', bpffs];
+    const config = loadAgentConfig([
+      ...flags,
+      '--metrics',
+      'off',
+      '--dns',
+      'off',
+      '--log-level',
+      'error',
+      '--fastpath',
+      'mesh',
+    ]) as RunConfig;
+    const running = await runAgent(config, { bpf: () => nativeBpf, logDestination: new PassThrough() });
+    try {
+      expect(running.fastPath?.mode).toBe('mesh');
+      expect(running.fastPath?.fastPath?.endpoints()).toEqual([{ ip: '127.0.0.1', port }]);
+      const r = await xfer(port);
+      expect(r.ok).toBe(true);
+      running.fastPath?.poll();
+      const text = await running.registry.metrics();
+      expect(sample(text, 'sluice_fastpath_redirected_bytes_total')).toBe(131072);
+      expect(sample(text, 'sluice_fastpath_mode{mode="mesh"}')).toBe(1);
+    } finally {
+      await running.stop();
+      rmSync(file, { force: true });
+    }
+    // Stopped: the pins keep it attached until uninstall.
+    for (const pin of linkPins()) expect(existsSync(pin)).toBe(true);
+    const code = await main(
+      ['uninstall', '--cgroup', sandbox.cgroupPath, '--bpffs', bpffs, '--log-level', 'error'],
+      {
+        bpf: () => nativeBpf,
+        logDestination: new PassThrough(),
+      },
+    );
+    expect(code).toBe(0);
+    for (const pin of linkPins()) expect(existsSync(pin)).toBe(false);
     expect(cgroupPrograms()).toEqual([]);
   });
 });
