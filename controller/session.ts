@@ -150,7 +150,9 @@ export class AgentSession {
     if (version > this.sentVersion)
       return `nack for version ${version}, but the last version sent is ${this.sentVersion}`;
     this.lastNack = { version, reason };
-    this.answered(version);
+    // The agent drops every delta sent after the rejected one (their base is a state it does not have),
+    // so none of them will be answered: nothing is in flight any more.
+    this.inFlight.length = 0;
     this.diverged = true;
     this.queue.take();
     this.host.onNack(this, version, reason);
