@@ -11,10 +11,9 @@ import {
   BackendCodec,
   BackendStateCodec,
   BackendStatsCodec,
+  isLiveMemberEntry,
   LB_BACKEND_ACTIVE,
   LB_BACKEND_F_LOCAL,
-  LB_SLOT_GEN_BIT,
-  LB_SLOT_MEMBER_BIT,
   LB_SVC_F_AFFINITY,
   LbMaps,
   ServiceCodec,
@@ -141,18 +140,17 @@ export function readDataplane(bpf: NativeBpf, bpffs: string, options: ReadOption
     const backendRecords = backends ? backends.lookupBatch() : { keys: [], values: [] };
     const serviceList = services ? services.lookupBatch() : { keys: [], values: [] };
     const memberSets = new Map<number, Set<number>>();
-    const liveGeneration = new Map<number, number>();
+    const serviceRecords = new Map<number, { generation: number; flags: number }>();
     for (const value of serviceList.values) {
       const s = ServiceCodec.decode(value);
-      liveGeneration.set(s.id, s.generation);
+      serviceRecords.set(s.id, s);
     }
     if (slots && options.membership !== false) {
       const { keys, values } = slots.lookupBatch();
       keys.forEach((key, i) => {
         const k = SlotKeyCodec.decode(key);
-        const gen = (k.index & LB_SLOT_GEN_BIT) !== 0 ? 1 : 0;
-        const member = (k.index & LB_SLOT_MEMBER_BIT) !== 0;
-        if (!member || liveGeneration.get(k.service_id) !== gen) return;
+        const service = serviceRecords.get(k.service_id);
+        if (!service || !isLiveMemberEntry(service, k.index)) return;
         const value = values[i];
         if (!value) return;
         const set = memberSets.get(k.service_id) ?? new Set<number>();
