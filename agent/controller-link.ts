@@ -80,8 +80,11 @@ export function connectController(options: ControllerLinkOptions): {
   const persisted = options.persisted;
   let services = new Map<string, SyncedService>(persisted?.services.map((s) => [s.key, s]) ?? []);
   let assignment: readonly string[] | undefined = persisted?.probes;
-  /** Set once the controller delivered an update: from then on the persisted catalog is never applied. */
-  let heardFromController = false;
+  /**
+   * Set once the controller delivered an update, or the persisted catalog was applied: from then on the
+   * persisted catalog is never applied (again).
+   */
+  let decided = false;
   let stopped = false;
   const writer = options.stateDir
     ? new StateWriter(
@@ -110,9 +113,9 @@ export function connectController(options: ControllerLinkOptions): {
   const restore = (why: string) => {
     if (restoreTimer) clearTimeout(restoreTimer);
     restoreTimer = undefined;
-    if (!persisted || heardFromController || stopped) return;
+    if (!persisted || decided || stopped) return;
     // Once only: a later disconnect keeps whatever is applied by then.
-    heardFromController = true;
+    decided = true;
     if (persisted.probes) useAssignment(persisted.probes);
     log.warn(
       { version: persisted.version, services: persisted.services.length, why },
@@ -143,7 +146,7 @@ export function connectController(options: ControllerLinkOptions): {
     ...(options.credentials ? { credentials: options.credentials } : {}),
     ...(persisted ? { initial: appliedStateOf(persisted) } : {}),
     onUpdate(update) {
-      heardFromController = true;
+      decided = true;
       if (restoreTimer) clearTimeout(restoreTimer);
       const next = nextServices(services, update);
       const catalog: Catalog = { domain: update.domain, services: [...next.values()] };
@@ -187,7 +190,7 @@ export function connectController(options: ControllerLinkOptions): {
     },
   });
   client.start();
-  if (persisted && !heardFromController) {
+  if (persisted && !decided) {
     restoreTimer = setTimeout(
       () => restore(`no answer within ${options.restoreAfterMs ?? 3000} ms`),
       options.restoreAfterMs ?? 3000,
