@@ -5,6 +5,7 @@
  *   sluice-agent --config services.yaml [--cgroup PATH] [--bpffs DIR] ...     standalone, one node
  *   sluice-agent --controller HOST:PORT --node NAME [--zone ZONE] ...          follow a controller
  *                [--tls-cert FILE --tls-key FILE --tls-ca FILE | --insecure] [--state-dir DIR]
+ *   either mode: [--fastpath off|mesh|all]  same-node fast path (default off, agent/fastpath-wiring.ts)
  *   sluice-agent uninstall [--cgroup PATH] [--bpffs DIR]                       remove what it attached
  *
  * SIGTERM / SIGINT stop the agent and leave the data plane pinned and working; only `uninstall` detaches.
