@@ -79,7 +79,7 @@ nsenter --net="/run/netns/$NETNS" "$ROOT/bin/sluice-controller" --config "$WORK/
 PIDS+=($!)
 sleep 1
 nsenter --net="/run/netns/$NETNS" "$ROOT/bin/sluice-agent" --controller 127.0.0.1:7700 --node demo-node --cgroup "$CGROUP" --bpffs "$BPFFS" \
-  --metrics 127.0.0.1:9464 --dns 127.0.0.1:5353 >"$WORK/agent.log" 2>&1 &
+  --metrics 127.0.0.1:9464 --dns 127.0.0.1:5353 --state-dir "$WORK/state" >"$WORK/agent.log" 2>&1 &
 PIDS+=($!)
 for _ in $(seq 1 100); do
   grep -q '"catalog applied"' "$WORK/agent.log" 2>/dev/null && break
