@@ -18,13 +18,17 @@
  */
 import type * as grpc from '@grpc/grpc-js';
 import type { Logger } from 'pino';
-import { AgentClient, type CatalogUpdate as WireUpdate } from '../controller/agent-client';
+import {
+  AgentClient,
+  type OutlierEjection,
+  type CatalogUpdate as WireUpdate,
+} from '../controller/agent-client';
 import type { Catalog } from '../controller/catalog';
 import type { SyncedService } from '../controller/protocol';
 import { appliedStateOf, type PersistedCatalog, StateWriter } from './catalog-state';
 import type { HostPort } from './config';
 import type { AgentMetrics } from './metrics';
-import { healthKey, type NodeAgent, type RemoteHealth } from './node-agent';
+import { healthKey, type KernelBackendStatus, type NodeAgent, type RemoteHealth } from './node-agent';
 
 /** The catalog after applying a wire update to the services we have. Pure. */
 export function nextServices(
@@ -46,6 +50,34 @@ export function remoteHealthOf(services: Iterable<SyncedService>): RemoteHealth 
     }
   }
   return health;
+}
+
+/**
+ * The reports for a kernel ejection the agent observed (`reason` set: it started; null: it ended). An
+ * ejection that started and already ended between two reads of the maps is reported as both, so the
+ * controller hears of it without keeping it as current. Pure.
+ */
+export function outlierReports(
+  service: string,
+  st: KernelBackendStatus,
+  reason: string | null,
+): OutlierEjection[] {
+  const report = (ejected: boolean): OutlierEjection => ({
+    service,
+    address: st.address,
+    port: st.backendPort,
+    vip: st.vip,
+    vipPort: st.port,
+    protocol: st.protocol,
+    ejected,
+    ejectedForMs: ejected ? st.ejectedForMs : 0,
+    consecutiveFailures: st.consecutiveFailures,
+    consecutiveEjections: st.consecutiveEjections,
+    ejections: st.ejections,
+    reason: ejected ? (reason ?? '') : '',
+  });
+  if (reason === null) return [report(false)];
+  return st.ejected ? [report(true)] : [report(true), report(false)];
 }
 
 export interface ControllerLinkOptions {
@@ -187,6 +219,9 @@ export function connectController(options: ControllerLinkOptions): {
           reason: r.reason,
         })),
       );
+    },
+    reportEjection(service, status, reason) {
+      client.reportOutliers(outlierReports(service, status, reason));
     },
   });
   client.start();

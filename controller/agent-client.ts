@@ -15,6 +15,7 @@ import {
   toWireHealth,
   type WireBackendRef,
   type WireDelta,
+  type WireOutlierEjection,
   type WireSnapshot,
 } from './protocol';
 
@@ -59,6 +60,12 @@ export interface HealthResult {
   readonly state: HealthState;
   readonly reason: string;
 }
+
+/**
+ * A passive (outlier) ejection starting (`ejected`) or ending in this node's kernel, for one backend of
+ * one service port. `ejectedForMs` is the time left when it was observed.
+ */
+export type OutlierEjection = Readonly<WireOutlierEjection>;
 
 export interface BackoffOptions {
   readonly initialMs: number;
@@ -137,6 +144,8 @@ export class AgentClient {
   private stopped = true;
   private state: ConnectionState = 'disconnected';
   private readonly health = new Map<string, HealthResult>();
+  /** Ejections in force, with when they were observed (re-sent, with the time left, after a reconnect). */
+  private readonly outliers = new Map<string, { ejection: OutlierEjection; at: number }>();
   /** Times a stream was opened (1 = first connect). */
   connects = 0;
 
@@ -206,6 +215,20 @@ export class AgentClient {
     this.send({ health: { results: results.map(toWireResult) } });
   }
 
+  /**
+   * Reports passive ejections starting or ending. The controller records them per node (they never change
+   * a backend's health); those still in force are re-sent after a reconnect.
+   */
+  reportOutliers(ejections: readonly OutlierEjection[]): void {
+    if (ejections.length === 0) return;
+    for (const e of ejections) {
+      const key = `${e.service}|${e.vip}|${e.vipPort}|${e.protocol}|${e.address}|${e.port}`;
+      if (e.ejected) this.outliers.set(key, { ejection: e, at: this.clock.now() });
+      else this.outliers.delete(key);
+    }
+    this.send({ health: { results: [], outliers: ejections.map((e) => ({ ...e })) } });
+  }
+
   private take(version: number, what: string): CatalogUpdate {
     const update = this.current;
     if (!update || update.version !== version) {
@@ -249,8 +272,18 @@ export class AgentClient {
       },
     });
     // The controller may have restarted: tell it the health we know (it accepts only what we own).
-    if (this.health.size > 0)
-      stream.write({ health: { results: [...this.health.values()].map(toWireResult) } });
+    if (this.health.size > 0 || this.outliers.size > 0) {
+      const now = this.clock.now();
+      stream.write({
+        health: {
+          results: [...this.health.values()].map(toWireResult),
+          outliers: [...this.outliers.values()].map(({ ejection, at }) => ({
+            ...ejection,
+            ejectedForMs: Math.max(0, Math.round(ejection.ejectedForMs - (now - at))),
+          })),
+        },
+      });
+    }
     let closed = false;
     const onClosed = (detail: string) => {
       if (closed || this.stream !== stream) return;

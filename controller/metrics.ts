@@ -19,6 +19,8 @@ export class ControllerMetrics {
   readonly deltasCoalesced: Counter;
   readonly queueOverflows: Counter;
   readonly healthReports: Counter<'result'>;
+  readonly outlierEjections: Gauge<'node' | 'service' | 'backend'>;
+  readonly outlierReports: Counter<'result'>;
 
   constructor(registry: Registry) {
     const registers = [registry];
@@ -110,6 +112,18 @@ export class ControllerMetrics {
     this.healthReports = new Counter({
       name: 'sluice_controller_health_results_total',
       help: 'Backend health results from agents (accepted, ignored: not an owner)',
+      labelNames: ['result'],
+      registers,
+    });
+    this.outlierEjections = new Gauge({
+      name: 'sluice_controller_outlier_ejections',
+      help: "Service ports on which the node's kernel currently ejects the backend (passive outlier detection; a per-node view, not the backend's health)",
+      labelNames: ['node', 'service', 'backend'],
+      registers,
+    });
+    this.outlierReports = new Counter({
+      name: 'sluice_controller_outlier_reports_total',
+      help: 'Passive ejection reports from agents (ejected, ended, ignored: not a backend of the catalog)',
       labelNames: ['result'],
       registers,
     });

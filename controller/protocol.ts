@@ -127,11 +127,27 @@ export interface WireHealthResult {
   reason: string;
 }
 
+/** A passive (outlier) ejection starting or ending in one agent's kernel (HealthReport.outliers). */
+export interface WireOutlierEjection {
+  service: string;
+  address: string;
+  port: number;
+  vip: string;
+  vipPort: number;
+  protocol: string;
+  ejected: boolean;
+  ejectedForMs: number;
+  consecutiveFailures: number;
+  consecutiveEjections: number;
+  ejections: number;
+  reason: string;
+}
+
 export type AgentMessage =
   | { kind?: 'hello'; hello: WireHello }
   | { kind?: 'ack'; ack: { version: number } }
   | { kind?: 'nack'; nack: { version: number; reason: string } }
-  | { kind?: 'health'; health: { results: WireHealthResult[] } };
+  | { kind?: 'health'; health: { results: WireHealthResult[]; outliers?: WireOutlierEjection[] } };
 
 /** Marks a message the server could not decode; the stream is then ended with INVALID_ARGUMENT. */
 export interface Malformed {

@@ -11,6 +11,7 @@ import type { Catalog, CatalogError } from './catalog/types';
 import { type Clock, systemClock } from './clock';
 import { HealthAggregator } from './health';
 import { ControllerMetrics } from './metrics';
+import { type OutlierEjectionStatus, OutlierTracker, validateOutlier } from './outliers';
 import {
   type AgentMessage,
   controllerServiceDefinition,
@@ -66,6 +67,8 @@ export interface ControllerStatus {
   readonly configErrors: readonly string[];
   readonly source: CatalogSourceStatus;
   readonly agents: readonly AgentStatus[];
+  /** Passive ejections each node's kernel currently applies (a per-node view; health is not changed). */
+  readonly outlierEjections: readonly OutlierEjectionStatus[];
 }
 
 const NODE_NAME = /^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$/;
@@ -95,6 +98,7 @@ export class ControllerServer {
   readonly store: CatalogStore;
   readonly health: HealthAggregator;
   readonly metrics: ControllerMetrics;
+  readonly outliers: OutlierTracker;
   private readonly sessions = new Map<string, AgentSession>();
   private readonly clock: Clock;
   private readonly logger: Logger;
@@ -115,6 +119,11 @@ export class ControllerServer {
       graceMs: options.healthGraceMs ?? 30_000,
       onChange: (keys) => this.fanOut(this.store.refreshHealth(keys)),
       onAssignment: (node, backends) => this.sessions.get(node)?.sendProbes(backends),
+    });
+    this.outliers = new OutlierTracker({
+      gauge: this.metrics.outlierEjections,
+      reports: this.metrics.outlierReports,
+      logger: this.logger,
     });
     this.store = new CatalogStore({
       clock: this.clock,
@@ -210,6 +219,7 @@ export class ControllerServer {
         pending: s.queue.pending?.kind ?? 'none',
         lastNack: s.lastNack,
       })),
+      outlierEjections: this.outliers.list(),
     };
   }
 
@@ -225,6 +235,7 @@ export class ControllerServer {
     this.metrics.configLoads.inc({ result: 'ok' });
     const started = this.clock.now();
     this.health.setCatalog(catalog);
+    this.outliers.setCatalog(catalog);
     const change = this.store.setCatalog(catalog);
     this.metrics.catalogServices.set(catalog.services.length);
     this.metrics.catalogBackends.set(catalog.services.reduce((n, s) => n + s.backends.length, 0));
@@ -284,6 +295,7 @@ export class ControllerServer {
         this.metrics.agentVersionLag.remove({ node: session.node });
         this.metrics.connectedAgents.set(this.sessions.size);
         this.health.agentDisconnected(session.node);
+        this.outliers.agentDisconnected(session.node);
         this.logger.info({ node: session.node, reason }, 'agent disconnected');
       }
     };
@@ -341,6 +353,11 @@ export class ControllerServer {
           problem = session.nack(m.nack.version, m.nack.reason);
           break;
         case 'health': {
+          const outliers = m.health.outliers ?? [];
+          for (let i = 0; i < outliers.length && problem === null; i++)
+            problem = validateOutlier(outliers[i]!, i);
+          if (problem !== null) break;
+          if (outliers.length > 0) this.outliers.report(session.node, outliers);
           const outcome = this.health.report(session.node, m.health.results);
           this.metrics.healthReports.inc({ result: 'accepted' }, outcome.accepted);
           this.metrics.healthReports.inc({ result: 'ignored' }, outcome.ignored);
