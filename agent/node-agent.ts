@@ -14,13 +14,6 @@
  */
 import type { Logger } from 'pino';
 import { type Backend, backendId, type Catalog, type Protocol, type Service } from '../controller/catalog';
-import {
-  datapathChange,
-  dirtyServices,
-  type ProgrammedServiceRef,
-  programmedKey,
-  remoteHealthChanges,
-} from './agent-sync';
 import type { HealthScheduler, HealthTransition, ProbeResult } from './health/scheduler';
 import type { HealthCheckSpec, ProbeTarget } from './health/types';
 import { type BackendHealth, chooseBackends, type LocalityTier } from './locality';
@@ -74,25 +67,10 @@ export interface KernelBackendStatus {
   readonly activeConnections: number;
 }
 
-/** Only some services changed: what an incremental write hands the sink. */
-export interface DataplaneChange {
-  /** Services added or replaced whole. */
-  readonly upsert: readonly ProgrammedService[];
-  /** Services no longer programmed (never one also in upsert). */
-  readonly remove: readonly ProgrammedServiceRef[];
-  /** Every service programmed once the change has landed (what apply() would have been given). */
-  services(): readonly ProgrammedService[];
-}
-
 /** The agent's view of the datapath writer (see datapath-sink.ts for the adapters). */
 export interface DataplaneSink {
   /** Makes the datapath hold exactly these services. Throws (with a reason) and changes nothing on error. */
   apply(services: readonly ProgrammedService[]): Promise<void> | void;
-  /**
-   * Changes only the listed services, leaving every other one as it is; throws (with a reason) and
-   * changes nothing on a bad input or a capacity limit. Optional: without it every write is an apply().
-   */
-  update?(change: DataplaneChange): Promise<void> | void;
   /** Per-backend kernel state; empty when the sink has no kernel behind it. */
   readStatus(): readonly KernelBackendStatus[];
   /** Entries against capacity of each map (hash maps; arrays are preallocated), when there are maps. */
@@ -143,11 +121,6 @@ export interface NodeAgentOptions {
   readonly panicThreshold?: number;
   /** How often the kernel's per-backend state is read back (default 1000 ms). */
   readonly pollIntervalMs?: number;
-  /**
-   * How often the whole plan is written again (a full apply, the safety net under the incremental
-   * writes; default 300 000 ms, 0: never, only at start-up, after a failed write and on reconcile()).
-   */
-  readonly reconcileIntervalMs?: number;
   readonly now?: () => number;
 }
 
@@ -165,87 +138,65 @@ function kernelKey(vip: string, port: number, protocol: string, address: string,
   return `${vip}|${port}|${protocol}|${address}|${bport}`;
 }
 
-/** The inputs of a plan besides the catalog. */
-export interface PlanContext {
+/**
+ * The services to program: a pure function of the catalog, each backend's health and ejection, and this
+ * node's locality. One entry per VIP × port.
+ */
+export function planServices(input: {
+  readonly catalog: Catalog;
   readonly node: string;
   readonly zone?: string | undefined;
   readonly health: (service: string, backend: Backend) => BackendHealth;
   readonly ejected: (service: string, backend: Backend) => boolean;
   readonly panicThreshold?: number | undefined;
-}
-
-export interface LocalityChoice {
-  readonly tier: LocalityTier;
-  readonly panic: boolean;
-  readonly trail: readonly string[];
-}
-
-/**
- * One catalog service's programmed entries (one per VIP × port) and its locality choice: a pure function
- * of the service, its backends' health and ejection, and this node's locality.
- */
-export function planService(
-  service: Service,
-  input: PlanContext,
-): { services: ProgrammedService[]; choice: LocalityChoice } {
-  const annotated = service.backends.map((backend) => ({
-    backend,
-    node: backend.node ?? undefined,
-    zone: backend.zone ?? undefined,
-    weight: backend.weight,
-    health: input.health(service.key, backend),
-    ejected: input.ejected(service.key, backend),
-  }));
-  const choice = chooseBackends({
-    backends: annotated,
-    trafficDistribution: service.trafficDistribution,
-    node: input.node,
-    zone: input.zone,
-    panicThreshold: input.panicThreshold,
-  });
-  const chosen = new Set(choice.backends);
-  const services: ProgrammedService[] = [];
-  for (const vip of service.vips) {
-    for (const port of service.ports) {
-      services.push({
-        service: service.key,
-        vip,
-        port: port.port,
-        protocol: port.protocol,
-        algorithm: service.algorithm,
-        affinityTimeoutMs: service.affinity.mode === 'client' ? service.affinity.timeoutMs : null,
-        outlier: service.outlierDetection,
-        backends: annotated
-          // An IPv4 VIP balances to IPv4 backends and an IPv6 VIP to IPv6 ones; weight 0 is drained.
-          .filter((b) => b.weight > 0 && b.backend.address.includes(':') === vip.includes(':'))
-          .map((b) => ({
-            id: healthKey(service.key, b.backend),
-            address: b.backend.address,
-            port: backendPort(b.backend, port.targetPort),
-            weight: b.backend.weight,
-            local: b.backend.node === input.node,
-            draining: !chosen.has(b),
-          })),
-      });
-    }
-  }
-  return { services, choice: { tier: choice.tier, panic: choice.panic, trail: choice.trail } };
-}
-
-/**
- * The services to program: a pure function of the catalog, each backend's health and ejection, and this
- * node's locality. One entry per VIP × port.
- */
-export function planServices(input: PlanContext & { readonly catalog: Catalog }): {
+}): {
   services: ProgrammedService[];
-  choices: Map<string, LocalityChoice>;
+  choices: Map<string, { tier: LocalityTier; panic: boolean; trail: readonly string[] }>;
 } {
   const services: ProgrammedService[] = [];
-  const choices = new Map<string, LocalityChoice>();
+  const choices = new Map<string, { tier: LocalityTier; panic: boolean; trail: readonly string[] }>();
   for (const service of input.catalog.services) {
-    const planned = planService(service, input);
-    choices.set(service.key, planned.choice);
-    for (const s of planned.services) services.push(s);
+    const annotated = service.backends.map((backend) => ({
+      backend,
+      node: backend.node ?? undefined,
+      zone: backend.zone ?? undefined,
+      weight: backend.weight,
+      health: input.health(service.key, backend),
+      ejected: input.ejected(service.key, backend),
+    }));
+    const choice = chooseBackends({
+      backends: annotated,
+      trafficDistribution: service.trafficDistribution,
+      node: input.node,
+      zone: input.zone,
+      panicThreshold: input.panicThreshold,
+    });
+    choices.set(service.key, { tier: choice.tier, panic: choice.panic, trail: choice.trail });
+    const chosen = new Set(choice.backends);
+    for (const vip of service.vips) {
+      for (const port of service.ports) {
+        services.push({
+          service: service.key,
+          vip,
+          port: port.port,
+          protocol: port.protocol,
+          algorithm: service.algorithm,
+          affinityTimeoutMs: service.affinity.mode === 'client' ? service.affinity.timeoutMs : null,
+          outlier: service.outlierDetection,
+          backends: annotated
+            // An IPv4 VIP balances to IPv4 backends and an IPv6 VIP to IPv6 ones; weight 0 is drained.
+            .filter((b) => b.weight > 0 && b.backend.address.includes(':') === vip.includes(':'))
+            .map((b) => ({
+              id: healthKey(service.key, b.backend),
+              address: b.backend.address,
+              port: backendPort(b.backend, port.targetPort),
+              weight: b.backend.weight,
+              local: b.backend.node === input.node,
+              draining: !chosen.has(b),
+            })),
+        });
+      }
+    }
   }
   return { services, choices };
 }
