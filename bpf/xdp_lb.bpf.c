@@ -34,6 +34,25 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } sluice_xdp_vips_v1 SEC(".maps");
 
+/* VIP id → its address:port/protocol (zero when the id is free): a connection-table hit is
+ * balanced only while its VIP id still names the flow's destination. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, XDP_LB_MAX_VIPS);
+	__type(key, __u32);
+	__type(value, struct xdp_vip_key);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} sluice_xdp_vip_keys_v1 SEC(".maps");
+
+/* Destination port (host order) → XDP_LB_PORT_TCP | XDP_LB_PORT_UDP when some VIP has it. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 65536);
+	__type(key, __u32);
+	__type(value, __u8);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} sluice_xdp_vip_ports_v1 SEC(".maps");
+
 /* Backend id → tunnel address; slot 0 stays empty. */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
@@ -168,6 +187,14 @@ static __always_inline struct xdp_backend *xdp_backend_get(__u32 id)
 	return be && be->family ? be : NULL;
 }
 
+static __always_inline int xdp_vip_key_equal(const struct xdp_vip_key *a,
+					     const struct xdp_vip_key *b)
+{
+	const __u32 *x = (const __u32 *)a, *y = (const __u32 *)b;
+
+	return ((x[0] ^ y[0]) | (x[1] ^ y[1]) | (x[2] ^ y[2]) | (x[3] ^ y[3]) | (x[4] ^ y[4])) == 0;
+}
+
 /* The load balancer: parse, look up, choose, encapsulate; returns the XDP verdict. */
 static __always_inline int xdp_lb_handle(struct xdp_md *ctx)
 {
@@ -181,38 +208,59 @@ static __always_inline int xdp_lb_handle(struct xdp_md *ctx)
 	struct xdp_outer out;
 	struct xdp_conn *conn;
 	struct xdp_vip *vip;
-	__u32 backend_id = 0;
+	__u32 backend_id = 0, vip_id = 0;
 	int err;
 
 	err = xdp_lb_parse(data, data_end, &pkt);
 	if (err)
 		return xdp_verdict(xdp_parse_reason(err), bytes);
 
+	/* No VIP has this port and protocol: passes without a hash lookup. */
+	__u32 port = bpf_ntohs(pkt.key.dport);
+	__u8 *ports = bpf_map_lookup_elem(&sluice_xdp_vip_ports_v1, &port);
+
+	if (!ports ||
+	    !(*ports & (pkt.key.proto == IPPROTO_TCP ? XDP_LB_PORT_TCP : XDP_LB_PORT_UDP)))
+		return xdp_verdict(XDP_LB_PASS_NOT_VIP, bytes);
+
 	__builtin_memcpy(vip_key.addr, pkt.key.daddr, 16);
 	vip_key.port = pkt.key.dport;
 	vip_key.proto = pkt.key.proto;
-	vip = bpf_map_lookup_elem(&sluice_xdp_vips_v1, &vip_key);
-	if (!vip)
-		return xdp_verdict(XDP_LB_PASS_NOT_VIP, bytes);
 
+	/*
+	 * Known flow first: one hash lookup. The entry counts while its VIP id still names this
+	 * destination (a deleted VIP's id holds zeros, a reused one another key) and its backend
+	 * slot is filled.
+	 */
 	if (!pkt.syn) {
 		conn = bpf_map_lookup_elem(&sluice_xdp_conns_v1, &pkt.key);
 		if (conn) {
-			backend_id = conn->backend_id;
-			be = xdp_backend_get(backend_id);
+			__u32 conn_vip = conn->vip_id;
+			struct xdp_vip_key *owner =
+			    bpf_map_lookup_elem(&sluice_xdp_vip_keys_v1, &conn_vip);
+
+			if (owner && xdp_vip_key_equal(owner, &vip_key)) {
+				backend_id = conn->backend_id;
+				vip_id = conn_vip;
+				be = xdp_backend_get(backend_id);
+			}
 		}
 	}
 	if (!be) {
 		/* New flow, TCP SYN, or the flow's backend was removed: a fresh choice. */
 		struct xdp_conn fresh = {};
 
+		vip = bpf_map_lookup_elem(&sluice_xdp_vips_v1, &vip_key);
+		if (!vip)
+			return xdp_verdict(XDP_LB_PASS_NOT_VIP, bytes);
 		reason = XDP_LB_TX_NEW_FLOW;
+		vip_id = vip->vip_id;
 		backend_id = xdp_maglev_pick(vip, xdp_key_hash(&pkt.key, pkt.family));
 		be = xdp_backend_get(backend_id);
 		if (!be)
 			return xdp_verdict(XDP_LB_DROP_NO_BACKEND, bytes);
 		fresh.backend_id = backend_id;
-		fresh.vip_id = vip->vip_id;
+		fresh.vip_id = vip_id;
 		bpf_map_update_elem(&sluice_xdp_conns_v1, &pkt.key, &fresh, BPF_ANY);
 	}
 
@@ -236,7 +284,7 @@ static __always_inline int xdp_lb_handle(struct xdp_md *ctx)
 	if (err)
 		return xdp_verdict(XDP_LB_DROP_ENCAP, bytes);
 
-	xdp_count(&sluice_xdp_vip_stats_v1, vip->vip_id, bytes);
+	xdp_count(&sluice_xdp_vip_stats_v1, vip_id, bytes);
 	xdp_count(&sluice_xdp_backend_stats_v1, backend_id, bytes);
 	return xdp_verdict(reason, bytes);
 }

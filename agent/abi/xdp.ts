@@ -22,7 +22,15 @@ export const XdpMaps = {
   vipStats: 'sluice_xdp_vip_stats_v1',
   backendStats: 'sluice_xdp_backend_stats_v1',
   verdicts: 'sluice_xdp_verdicts_v1',
+  /** VIP id → its xdp_vip_key (zeros when free): checked on every connection-table hit */
+  vipKeys: 'sluice_xdp_vip_keys_v1',
+  /** destination port (host order) → XDP_LB_PORT_TCP | XDP_LB_PORT_UDP: ports some VIP has */
+  vipPorts: 'sluice_xdp_vip_ports_v1',
 } as const;
+
+/** Bits of sluice_xdp_vip_ports_v1 values (bpf/include/xdp_lb.h). */
+export const XDP_LB_PORT_TCP = 1;
+export const XDP_LB_PORT_UDP = 2;
 
 /** Default capacities from bpf/include/xdp_lb.h. */
 export const XDP_LB_DEFAULTS = {

@@ -21,6 +21,8 @@ import {
   XDP_LB_AF_INET6,
   XDP_LB_DEFAULTS,
   XDP_LB_OBJECT,
+  XDP_LB_PORT_TCP,
+  XDP_LB_PORT_UDP,
   XDP_LB_PROGRAM,
   XdpBackendCodec,
   XdpCounterCodec,
@@ -161,6 +163,7 @@ export function xdpLoadOptions(config: ResolvedConfig, pinRoot?: string): OpenOb
     mapMaxEntries: {
       [XdpMaps.vips]: config.maxVips,
       [XdpMaps.vipStats]: config.maxVips,
+      [XdpMaps.vipKeys]: config.maxVips,
       [XdpMaps.maglev]: config.maxVips * config.maglevSize,
       [XdpMaps.backends]: config.maxBackends,
       [XdpMaps.backendStats]: config.maxBackends,
@@ -196,7 +199,11 @@ export class XdpLoadBalancer {
     vipStats: BpfMap;
     backendStats: BpfMap;
     verdicts: BpfMap;
+    vipKeys: BpfMap;
+    vipPorts: BpfMap;
   };
+  /** VIPs per destination port and protocol, for the port filter sluice_xdp_vip_ports_v1 */
+  private readonly portUsers = new Map<number, { tcp: number; udp: number }>();
 
   private constructor(
     readonly object: BpfObject,
@@ -209,6 +216,8 @@ export class XdpLoadBalancer {
       vipStats: object.map(XdpMaps.vipStats),
       backendStats: object.map(XdpMaps.backendStats),
       verdicts: object.map(XdpMaps.verdicts),
+      vipKeys: object.map(XdpMaps.vipKeys),
+      vipPorts: object.map(XdpMaps.vipPorts),
     };
     this.tables = new MaglevTableWriter(
       new BpfMaglevStore(object.map(XdpMaps.maglev)),
@@ -278,6 +287,15 @@ export class XdpLoadBalancer {
     }
     const usedVips = new Set([...this.vips.values()].map((v) => v.id));
     for (let id = 0; id < this.nextVipId; id++) if (!usedVips.has(id)) this.freeVipIds.push(id);
+    // The owner check and the port filter follow the restored VIPs (pins of an older program, or a
+    // crash between two writes, may have left them behind).
+    for (const vip of this.vips.values()) this.publishVip(vip);
+    const zeroKey = Buffer.alloc(XdpVipKeyCodec.size);
+    for (let id = 0; id < this.config.maxVips; id++) {
+      if (usedVips.has(id)) continue;
+      const owner = this.maps.vipKeys.lookup(u32Buffer(id));
+      if (owner && !owner.equals(zeroKey)) this.maps.vipKeys.update(u32Buffer(id), zeroKey);
+    }
     if (this.vips.size > 0 || this.backendIds.size > 0) {
       this.logger.info(
         { vips: this.vips.size, backends: this.backendIds.size },
@@ -378,6 +396,7 @@ export class XdpLoadBalancer {
     );
     const written = this.tables.apply(vip.id, table);
     if (!this.vips.has(key)) {
+      this.publishVip(vip);
       this.maps.vips.update(
         XdpVipKeyCodec.encode({ addr: ipToBytes16(address), port, proto: protoNumber(protocol) }),
         XdpVipCodec.encode({ vip_id: vip.id, ring_id: vip.id }),
@@ -402,11 +421,43 @@ export class XdpLoadBalancer {
     this.maps.vips.delete(
       XdpVipKeyCodec.encode({ addr: ipToBytes16(address), port, proto: protoNumber(protocol) }),
     );
+    this.unpublishVip(vip);
     this.tables.clear(vip.id);
     for (const backend of vip.backends) this.releaseBackend(backend, key);
     this.vips.delete(key);
     this.freeVipIds.push(vip.id);
     return true;
+  }
+
+  /** A VIP's owner entry (its id names its key) and its port bit, before its VIP entry appears. */
+  private publishVip(vip: VipState): void {
+    this.maps.vipKeys.update(
+      u32Buffer(vip.id),
+      XdpVipKeyCodec.encode({
+        addr: ipToBytes16(vip.address),
+        port: vip.port,
+        proto: protoNumber(vip.protocol),
+      }),
+    );
+    const users = this.portUsers.get(vip.port) ?? { tcp: 0, udp: 0 };
+    users[vip.protocol]++;
+    this.portUsers.set(vip.port, users);
+    this.writePortBits(vip.port, users);
+  }
+
+  /** After its VIP entry is gone: connection-table hits of the VIP's flows stop counting. */
+  private unpublishVip(vip: VipState): void {
+    this.maps.vipKeys.update(u32Buffer(vip.id), Buffer.alloc(XdpVipKeyCodec.size));
+    const users = this.portUsers.get(vip.port);
+    if (!users) return;
+    users[vip.protocol]--;
+    if (users.tcp === 0 && users.udp === 0) this.portUsers.delete(vip.port);
+    this.writePortBits(vip.port, users);
+  }
+
+  private writePortBits(port: number, users: { tcp: number; udp: number }): void {
+    const bits = (users.tcp > 0 ? XDP_LB_PORT_TCP : 0) | (users.udp > 0 ? XDP_LB_PORT_UDP : 0);
+    this.maps.vipPorts.update(u32Buffer(port), Buffer.from([bits]));
   }
 
   /** The datapath id of a backend address (undefined when no service lists it). */

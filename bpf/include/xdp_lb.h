@@ -30,6 +30,10 @@
 /* Backend id 0 is never used: a Maglev table slot holding 0 means "no backend". */
 #define XDP_LB_NO_BACKEND 0
 
+/* Bits of sluice_xdp_vip_ports_v1 values: some VIP has this port for TCP / for UDP. */
+#define XDP_LB_PORT_TCP 1
+#define XDP_LB_PORT_UDP 2
+
 /* Address families in struct xdp_backend (Linux AF_* values). */
 #define XDP_LB_AF_INET	2
 #define XDP_LB_AF_INET6 10

@@ -532,6 +532,67 @@ describePrivileged('XDP load balancer (test runs)', () => {
     expect(run(frame({ ...spec, dport: 5353 })).retval).toBe(XdpAction.tx);
   });
 
+  it("passes a deleted VIP's established flows while its port stays in use; a reused VIP id does not take them", () => {
+    const spec: FrameSpec = {
+      src: '198.51.100.92',
+      dst: WEB4.address,
+      protocol: 'tcp',
+      sport: 42000,
+      dport: 80,
+      flags: TCP_ACK,
+    };
+    expect(run(frame({ ...spec, flags: TCP_SYN })).retval).toBe(XdpAction.tx);
+    let before = verdicts();
+    expect(run(frame(spec)).retval).toBe(XdpAction.tx);
+    expect(verdicts().tx_conn_hit - before.tx_conn_hit).toBe(1n);
+    // MIXED keeps TCP port 80 in the port filter, so the packet reaches the connection table, whose
+    // entry for this flow is still there: the VIP-id check is what makes it pass.
+    expect(lb.deleteService(WEB4.address, WEB4.port, WEB4.protocol)).toBe(true);
+    const expectPassed = (): void => {
+      before = verdicts();
+      const result = run(frame(spec));
+      expect(result.retval).toBe(XdpAction.pass);
+      expect(result.dataOut).toEqual(frame(spec));
+      expect(verdicts().pass_not_vip - before.pass_not_vip).toBe(1n);
+    };
+    expectPassed();
+    // The next service takes the freed VIP id (another address, same port): the flow still passes.
+    lb.setService({ ...WEB4, address: '10.96.0.40' });
+    expect(run(frame({ ...spec, dst: '10.96.0.40', flags: TCP_SYN })).retval).toBe(XdpAction.tx);
+    expectPassed();
+    // The VIP back: its packets are balanced again.
+    lb.setService(WEB4);
+    expect(run(frame(spec)).retval).toBe(XdpAction.tx);
+  });
+
+  it('keeps the port filter in step with the VIPs of each port and protocol', () => {
+    const other: FrameSpec = {
+      src: '198.51.100.93',
+      dst: '10.96.0.50',
+      protocol: 'udp',
+      sport: 7000,
+      dport: 8053,
+    };
+    lb.setService({
+      address: '10.96.0.50',
+      port: 8053,
+      protocol: 'udp',
+      backends: [{ address: '10.1.0.21' }],
+    });
+    expect(run(frame(other)).retval).toBe(XdpAction.tx);
+    // TCP on the same port was never a VIP.
+    expect(run(frame({ ...other, protocol: 'tcp' })).retval).toBe(XdpAction.pass);
+    lb.deleteService('10.96.0.50', 8053, 'udp');
+    const before = verdicts();
+    expect(run(frame(other)).retval).toBe(XdpAction.pass);
+    expect(verdicts().pass_not_vip - before.pass_not_vip).toBe(1n);
+    // Port 80/TCP is still held by MIXED after WEB4 is gone.
+    lb.deleteService(WEB4.address, WEB4.port, WEB4.protocol);
+    expect(run(frame({ src: '198.51.100.94', dst: MIXED.address, protocol: 'tcp', dport: 80 })).retval).toBe(
+      XdpAction.tx,
+    );
+  });
+
   it('sends to the gateway MAC when one is set, and refuses settings it cannot use', () => {
     const gw = XdpLoadBalancer.load(bpf, OBJECT_DIR, { ...CONFIG, gatewayMac: '02:aa:bb:cc:dd:ee' }, {});
     try {
