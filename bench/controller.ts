@@ -19,6 +19,7 @@ import { createInterface } from 'node:readline';
 import { parseArgs } from 'node:util';
 import { AgentClient, type AppliedState } from '../controller/agent-client';
 import { benchCatalog } from './controller-catalog';
+import { writeBenchmarkSection } from './report';
 
 const ROOT = join(__dirname, '..', '..');
 
@@ -254,11 +255,7 @@ async function main(): Promise<void> {
     if (!values['dry-run']) {
       mkdirSync(join(ROOT, 'bench/results'), { recursive: true });
       writeFileSync(join(ROOT, 'bench/results/controller.md'), `${section}\n`);
-      writeSection(
-        join(ROOT, 'docs/benchmarks.md'),
-        'controller',
-        `## Controller (bench/controller.ts)\n\n${section}`,
-      );
+      writeBenchmarkSection('controller', `## Controller (bench/controller.ts)\n\n${section}`);
     }
   } finally {
     const exited = new Promise((r) =>
@@ -270,26 +267,6 @@ async function main(): Promise<void> {
     await Promise.race([exited, new Promise((r) => setTimeout(r, 5000))]);
     rmSync(dir, { recursive: true, force: true });
   }
-}
-
-/** Replaces the text between `<!-- BEGIN name -->` and `<!-- END name -->` (appending both if missing). */
-function writeSection(file: string, name: string, body: string): void {
-  let text = '';
-  try {
-    text = readFileSync(file, 'utf8');
-  } catch {
-    text = '# Benchmarks\n';
-  }
-  const begin = `<!-- BEGIN ${name} -->`;
-  const end = `<!-- END ${name} -->`;
-  const block = `${begin}\n${body}\n${end}`;
-  const a = text.indexOf(begin);
-  const b = text.indexOf(end);
-  const next =
-    a >= 0 && b > a
-      ? text.slice(0, a) + block + text.slice(b + end.length)
-      : `${text.trimEnd()}\n\n${block}\n`;
-  writeFileSync(file, next);
 }
 
 main().then(

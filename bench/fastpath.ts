@@ -3,20 +3,21 @@
  * rate at 64 B, 1 KiB, 64 KiB and 1 MiB, with the fast path on and off (plain loopback) interleaved in
  * one run, several rounds; plus what a receiver that stops reading lets the kernel absorb.
  *
- * Everything runs in a throwaway netns + cgroup (bench/fastpath-sandbox.ts) with the C helper
+ * Everything runs in a throwaway netns + cgroup (test/support/kernel-sandbox.ts) with the C helper
  * build/fastpath-io in non-blocking mode (the only sockets the fast path takes). Bounded: fixed
  * iteration counts and a per-run timeout. Results: bench/results/fastpath.md and docs/benchmarks.md
  * between the fastpath markers.
  *
  * Run: make build && node dist/bench/fastpath.js   (ROUNDS=5 for more rounds; default 3)
  */
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { FastPath } from '../agent/fastpath/fastpath';
 import { parseFastPathSettings } from '../agent/fastpath/settings';
 import { bpf, packageRoot } from '../native';
 import { fastpathIoAvailable, runFastpathIo } from '../test/support/fastpath-io';
-import { type BenchSandbox, createBenchSandbox } from './fastpath-sandbox';
+import { createKernelSandbox, type Netns, type Sandbox } from '../test/support/kernel-sandbox';
+import { writeBenchmarkSection } from './report';
 
 const ROOT = packageRoot(__dirname);
 const ROUNDS = Number(process.env.ROUNDS ?? 3);
@@ -54,11 +55,11 @@ function sizeLabel(size: number): string {
   return size >= MiB ? `${size / MiB} MiB` : size >= KiB ? `${size / KiB} KiB` : `${size} B`;
 }
 
-async function measure(sandbox: BenchSandbox, size: number): Promise<Sample> {
+async function measure(sandbox: Sandbox, ns: Netns, size: number): Promise<Sample> {
   const opts = { nonblocking: true, timeoutMs: 120_000 };
-  const pp = await runFastpathIo(sandbox, undefined, ['pingpong', size, PINGPONG_ITERS[size]!], opts);
-  const bulk = await runFastpathIo(sandbox, undefined, ['bulk', size, BULK_BYTES[size]!], opts);
-  const conn = await runFastpathIo(sandbox, undefined, ['connrate', size, CONN_COUNT[size]!], opts);
+  const pp = await runFastpathIo(sandbox, ns, ['pingpong', size, PINGPONG_ITERS[size]!], opts);
+  const bulk = await runFastpathIo(sandbox, ns, ['bulk', size, BULK_BYTES[size]!], opts);
+  const conn = await runFastpathIo(sandbox, ns, ['connrate', size, CONN_COUNT[size]!], opts);
   for (const r of [pp, bulk, conn]) if (!r.ok) throw new Error(`fastpath-io failed: ${JSON.stringify(r)}`);
   return {
     p50: pp.p50us as number,
@@ -68,24 +69,11 @@ async function measure(sandbox: BenchSandbox, size: number): Promise<Sample> {
   };
 }
 
-function replaceSection(file: string, name: string, body: string): void {
-  const begin = `<!-- BEGIN ${name} -->`;
-  const end = `<!-- END ${name} -->`;
-  const text = existsSync(file) ? readFileSync(file, 'utf8') : '# Benchmarks\n';
-  const section = `${begin}\n${body.trim()}\n${end}`;
-  const start = text.indexOf(begin);
-  const stop = text.indexOf(end);
-  const next =
-    start >= 0 && stop > start
-      ? text.slice(0, start) + section + text.slice(stop + end.length)
-      : `${text.trimEnd()}\n\n${section}\n`;
-  writeFileSync(file, next);
-}
-
 async function main(): Promise<void> {
   const missing = fastpathIoAvailable();
   if (missing) throw new Error(missing);
-  const sandbox = createBenchSandbox('bench-fastpath');
+  const sandbox = createKernelSandbox('bench-fastpath', String(process.pid));
+  const ns = sandbox.netns();
   const started = new Date();
   try {
     const policy = parseFastPathSettings({ enabled: true, scope: 'all' });
@@ -114,7 +102,7 @@ async function main(): Promise<void> {
           const order = [...MODES.slice(shift), ...MODES.slice(0, shift)];
           for (const mode of order) {
             apply(mode);
-            const sample = await measure(sandbox, size);
+            const sample = await measure(sandbox, ns, size);
             samples.set(key(mode, size), [...(samples.get(key(mode, size)) ?? []), sample]);
             console.error(
               `round ${round + 1}/${ROUNDS} ${mode} ${sizeLabel(size)}: ${JSON.stringify(sample)}`,
@@ -127,7 +115,7 @@ async function main(): Promise<void> {
       for (let round = 0; round < ROUNDS; round++) {
         for (const mode of MODES) {
           apply(mode);
-          const r = await runFastpathIo(sandbox, undefined, ['stall', 256 * MiB], { nonblocking: true });
+          const r = await runFastpathIo(sandbox, ns, ['stall', 256 * MiB], { nonblocking: true });
           if (!r.ok) throw new Error(`stall failed: ${JSON.stringify(r)}`);
           stall[mode].push(r.queued as number);
         }
@@ -176,13 +164,13 @@ async function main(): Promise<void> {
       ].join('\n');
       mkdirSync(resolve(ROOT, 'bench/results'), { recursive: true });
       writeFileSync(resolve(ROOT, 'bench/results/fastpath.md'), `${body}\n`);
-      replaceSection(resolve(ROOT, 'docs/benchmarks.md'), 'fastpath', body);
+      writeBenchmarkSection('fastpath', body);
       console.log(body);
     } finally {
       fp.stop();
     }
   } finally {
-    sandbox.cleanup();
+    await sandbox.cleanup();
   }
 }
 

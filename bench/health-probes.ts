@@ -15,7 +15,7 @@
  * Writes bench/results/health.md and the `health` section of docs/benchmarks.md.
  */
 import { fork } from 'node:child_process';
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdirSync, writeFileSync } from 'node:fs';
 import { createServer as createHttpServer } from 'node:http';
 import { type AddressInfo, createServer, type Server } from 'node:net';
 import { cpus, loadavg } from 'node:os';
@@ -26,8 +26,10 @@ import pino from 'pino';
 import { defaultProbers } from '../agent/health/probers';
 import { DEFAULT_CONCURRENCY, DEFAULT_STARTS_PER_TURN, HealthScheduler } from '../agent/health/scheduler';
 import type { ProbeProtocol, ProbeTarget } from '../agent/health/types';
+import { packageRoot } from '../native';
+import { writeBenchmarkSection } from './report';
 
-const ROOT = resolve(__dirname, __dirname.includes('/dist/') ? '../..' : '..');
+const ROOT = packageRoot(__dirname);
 
 interface Scenario {
   name: string;
@@ -220,20 +222,6 @@ function table(results: Result[], targets: number, seconds: number, rounds: numb
   return lines.join('\n');
 }
 
-function writeSection(path: string, name: string, body: string): void {
-  const begin = `<!-- BEGIN ${name} -->`;
-  const end = `<!-- END ${name} -->`;
-  const section = `${begin}\n${body}\n${end}`;
-  const text = existsSync(path) ? readFileSync(path, 'utf8') : '# Benchmarks\n';
-  const from = text.indexOf(begin);
-  const to = text.indexOf(end);
-  const next =
-    from >= 0 && to > from
-      ? `${text.slice(0, from)}${section}${text.slice(to + end.length)}`
-      : `${text.trimEnd()}\n\n${section}\n`;
-  writeFileSync(path, next);
-}
-
 async function main(): Promise<void> {
   const { values } = parseArgs({
     options: {
@@ -314,7 +302,7 @@ async function main(): Promise<void> {
   const body = `## Health probes (bench/health-probes.ts)\n\n${table(results, targets, seconds, rounds, `${loadBefore} at the start, ${loadavg()[0]!.toFixed(1)} at the end`)}\n`;
   mkdirSync(resolve(ROOT, 'bench/results'), { recursive: true });
   writeFileSync(resolve(ROOT, 'bench/results/health.md'), `${body}\n`);
-  writeSection(resolve(ROOT, 'docs/benchmarks.md'), 'health', body);
+  writeBenchmarkSection('health', body);
   console.log(body);
 }
 

@@ -6,7 +6,7 @@
  * the per-socket VIP record; the time to program 10 000 services × 3 backends cold and to change one;
  * and the failed connects a client loop sees when a backend dies.
  *
- * Everything runs inside throwaway network namespaces with no route out (bench/socket-lb-sandbox.ts), one
+ * Everything runs inside throwaway network namespaces with no route out (test/support/kernel-sandbox.ts), one
  * per mode so one mode's conntrack/NAT hooks never tax another; sluice's hooks sit on a throwaway cgroup.
  * The load generator and backend are a small C program (bench/socket-lb-io.c, compiled on first run).
  * IPVS: this kernel has no ip_vs module, so it is reported as not measured.
@@ -24,11 +24,8 @@ import { resolveLbSettings } from '../agent/datapath/settings';
 import { SocketLb } from '../agent/datapath/socket-lb';
 import { bpf, packageRoot } from '../native';
 import type { BpfLink } from '../native/types';
-import {
-  createBenchLbSandbox,
-  type BenchNetns as Netns,
-  type BenchLbSandbox as Sandbox,
-} from './socket-lb-sandbox';
+import { createKernelSandbox, type Netns, type Sandbox } from '../test/support/kernel-sandbox';
+import { writeBenchmarkSection } from './report';
 
 const ROOT = packageRoot(__dirname);
 const IO_SRC = join(ROOT, 'bench/socket-lb-io.c');
@@ -214,7 +211,7 @@ interface Row {
 
 async function main(): Promise<void> {
   buildIo();
-  const box = createBenchLbSandbox('sluice-bench-lb');
+  const box = createKernelSandbox('bench-lb', String(process.pid));
   const bench = new Bench(box);
   const settings = resolveLbSettings({ reclaimGraceMs: 5 });
   const lb = SocketLb.load(bpf, {
@@ -571,16 +568,7 @@ async function main(): Promise<void> {
   ].join('\n');
   mkdirSync(join(ROOT, 'bench/results'), { recursive: true });
   writeFileSync(join(ROOT, 'bench/results/socket-lb.md'), section);
-  const docPath = join(ROOT, 'docs/benchmarks.md');
-  const doc = existsSync(docPath) ? readFileSync(docPath, 'utf8') : '# Benchmarks\n';
-  const begin = '<!-- BEGIN socket-lb -->';
-  const end = '<!-- END socket-lb -->';
-  const block = `${begin}\n${section}\n${end}`;
-  const next =
-    doc.includes(begin) && doc.includes(end)
-      ? doc.slice(0, doc.indexOf(begin)) + block + doc.slice(doc.indexOf(end) + end.length)
-      : `${doc.trimEnd()}\n\n${block}\n`;
-  writeFileSync(docPath, next);
+  writeBenchmarkSection('socket-lb', section);
   process.stdout.write(`${section}\n`);
 }
 

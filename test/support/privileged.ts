@@ -1,21 +1,14 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { beforeAll, describe } from 'vitest';
+import { cgroup2Mount } from './host';
+
+export { cgroup2Mount };
 
 /** The one explicit way to skip privileged tests; they never skip silently. */
 export const SKIP_PRIVILEGED = process.env.SLUICE_SKIP_PRIVILEGED === '1';
 
 const ADDON_PATH = resolve(__dirname, '../../native/build/Release/sluice_bpf.node');
-
-/** Where cgroup v2 is mounted: /sys/fs/cgroup on pure v2, /sys/fs/cgroup/unified on hybrid hosts. */
-export function cgroup2Mount(): string | undefined {
-  const mounts = readFileSync('/proc/self/mounts', 'utf8').split('\n');
-  for (const line of mounts) {
-    const [, mountPoint, fsType] = line.split(' ');
-    if (fsType === 'cgroup2' && mountPoint) return mountPoint;
-  }
-  return undefined;
-}
 
 function bpffsMounted(path = '/sys/fs/bpf'): boolean {
   return readFileSync('/proc/self/mounts', 'utf8')

@@ -8,7 +8,7 @@ import { execFileSync } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync, rmdirSync, rmSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { cgroup2Mount } from './privileged';
+import { cgroup2Mount } from './host';
 
 export const BPFFS_ROOT = '/sys/fs/bpf';
 const RUN_ROOT_PREFIX = 'sluice-test-';
