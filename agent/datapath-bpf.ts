@@ -10,14 +10,22 @@ import type { ServiceSpec } from './datapath/model';
 import { type LbSettings, lbMapMaxEntries } from './datapath/settings';
 import { createBpfDatapathWriter, lbMapSetFromObject } from './datapath/writer-bpf';
 import { readKernelStatus, readMapUsage } from './datapath-sink';
-import type { DataplaneSink, KernelBackendStatus, ProgrammedService } from './node-agent';
+import type { DataplaneChange, DataplaneSink, KernelBackendStatus, ProgrammedService } from './node-agent';
 import type { Installed } from './pins';
 
 /** The part of the socket-LB writer the agent uses. */
 export interface SpecWriter {
   /** Makes the maps hold exactly these services; throws (naming the field) and writes nothing on error. */
   apply(specs: ServiceSpec[]): unknown;
+  /** Changes only these services (SocketLbDatapath.update); throws and writes nothing on error. */
+  update?(change: {
+    upsert: ServiceSpec[];
+    remove: { vip: string; port: number; protocol: 'tcp' | 'udp' }[];
+  }): unknown;
 }
+
+const specProtocol = (protocol: ProgrammedService['protocol']): 'tcp' | 'udp' =>
+  protocol === 'UDP' ? 'udp' : 'tcp';
 
 /** The socket-LB model of what the agent programs. Pure. */
 export function toServiceSpecs(services: readonly ProgrammedService[]): ServiceSpec[] {
@@ -25,7 +33,7 @@ export function toServiceSpecs(services: readonly ProgrammedService[]): ServiceS
     name: `${s.service} ${s.vip}:${s.port}/${s.protocol}`,
     vip: s.vip,
     port: s.port,
-    protocol: s.protocol === 'UDP' ? 'udp' : 'tcp',
+    protocol: specProtocol(s.protocol),
     algorithm: s.algorithm,
     ...(s.affinityTimeoutMs !== null
       ? { affinity: { timeoutSeconds: Math.max(1, Math.ceil(s.affinityTimeoutMs / 1000)) } }
@@ -56,6 +64,18 @@ export class SocketLbSink implements DataplaneSink {
 
   async apply(services: readonly ProgrammedService[]): Promise<void> {
     await this.writer.apply(toServiceSpecs(services));
+  }
+
+  /** Only the changed services (the datapath's update(): work proportional to the change). */
+  async update(change: DataplaneChange): Promise<void> {
+    if (!this.writer.update) {
+      await this.writer.apply(toServiceSpecs(change.services()));
+      return;
+    }
+    await this.writer.update({
+      upsert: toServiceSpecs(change.upsert),
+      remove: change.remove.map((r) => ({ vip: r.vip, port: r.port, protocol: specProtocol(r.protocol) })),
+    });
   }
 
   readStatus(): readonly KernelBackendStatus[] {

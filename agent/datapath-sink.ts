@@ -3,24 +3,39 @@
  * without BPF), and the status reader shared by the BPF-backed one, which decodes the pinned maps.
  */
 import type { NativeBpf } from '../native/types';
+import { programmedKey } from './agent-sync';
 import { readDataplane } from './ctl/read';
-import type { DataplaneSink, KernelBackendStatus, ProgrammedService } from './node-agent';
+import type { DataplaneChange, DataplaneSink, KernelBackendStatus, ProgrammedService } from './node-agent';
 
 /** Holds what was applied; no kernel behind it, so no status to read back. */
 export class MemorySink implements DataplaneSink {
-  private current: readonly ProgrammedService[] = [];
+  /** By VIP|port|protocol. */
+  private current = new Map<string, ProgrammedService>();
+  /** Writes of any kind (apply or update). */
   applies = 0;
+  /** Of those, incremental ones. */
+  updates = 0;
 
   constructor(private readonly validate?: (services: readonly ProgrammedService[]) => void) {}
 
   apply(services: readonly ProgrammedService[]): void {
     this.validate?.(services);
-    this.current = services;
+    this.current = new Map(services.map((s) => [programmedKey(s), s]));
     this.applies++;
   }
 
+  update(change: DataplaneChange): void {
+    const next = new Map(this.current);
+    for (const ref of change.remove) next.delete(programmedKey(ref));
+    for (const s of change.upsert) next.set(programmedKey(s), s);
+    this.validate?.([...next.values()]);
+    this.current = next;
+    this.applies++;
+    this.updates++;
+  }
+
   services(): readonly ProgrammedService[] {
-    return this.current;
+    return [...this.current.values()];
   }
 
   readStatus(): readonly KernelBackendStatus[] {

@@ -30,7 +30,7 @@ import {
 } from './fastpath/fastpath';
 import { type FastPathMode, type FastPathSettings, parseFastPathSettings } from './fastpath/settings';
 import type { AgentMetrics } from './metrics';
-import type { DataplaneSink, ProgrammedService } from './node-agent';
+import type { DataplaneChange, DataplaneSink, ProgrammedService } from './node-agent';
 import {
   cgroupId,
   detachPinnedLink,
@@ -334,6 +334,14 @@ export function withFastPath<S extends DataplaneSink>(sink: S, fastPath: AgentFa
       await sink.apply(services);
       fastPath.setServices(services);
     },
+    ...(sink.update
+      ? {
+          async update(change: DataplaneChange) {
+            await sink.update?.(change);
+            fastPath.setServices(change.services());
+          },
+        }
+      : {}),
     readStatus: () => sink.readStatus(),
     ...(sink.mapUsage ? { mapUsage: () => sink.mapUsage?.() ?? [] } : {}),
   };

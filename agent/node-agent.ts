@@ -14,6 +14,13 @@
  */
 import type { Logger } from 'pino';
 import { type Backend, backendId, type Catalog, type Protocol, type Service } from '../controller/catalog';
+import {
+  datapathChange,
+  dirtyServices,
+  type ProgrammedServiceRef,
+  remoteHealthChanges,
+  serviceOfHealthKey,
+} from './agent-sync';
 import type { HealthScheduler, HealthTransition, ProbeResult } from './health/scheduler';
 import type { HealthCheckSpec, ProbeTarget } from './health/types';
 import { type BackendHealth, chooseBackends, type LocalityTier } from './locality';
@@ -67,10 +74,25 @@ export interface KernelBackendStatus {
   readonly activeConnections: number;
 }
 
+/** Only some services changed: what an incremental write hands the sink. */
+export interface DataplaneChange {
+  /** Services added or replaced whole. */
+  readonly upsert: readonly ProgrammedService[];
+  /** Services no longer programmed (never one also in upsert). */
+  readonly remove: readonly ProgrammedServiceRef[];
+  /** Every service programmed once the change has landed (what apply() would have been given). */
+  services(): readonly ProgrammedService[];
+}
+
 /** The agent's view of the datapath writer (see datapath-sink.ts for the adapters). */
 export interface DataplaneSink {
   /** Makes the datapath hold exactly these services. Throws (with a reason) and changes nothing on error. */
   apply(services: readonly ProgrammedService[]): Promise<void> | void;
+  /**
+   * Changes only the listed services, leaving every other one as it is; throws (with a reason) and
+   * changes nothing on a bad input or a capacity limit. Optional: without it every write is an apply().
+   */
+  update?(change: DataplaneChange): Promise<void> | void;
   /** Per-backend kernel state; empty when the sink has no kernel behind it. */
   readStatus(): readonly KernelBackendStatus[];
   /** Entries against capacity of each map (hash maps; arrays are preallocated), when there are maps. */
@@ -121,6 +143,11 @@ export interface NodeAgentOptions {
   readonly panicThreshold?: number;
   /** How often the kernel's per-backend state is read back (default 1000 ms). */
   readonly pollIntervalMs?: number;
+  /**
+   * How often the whole plan is written again (a full apply, the safety net under the incremental
+   * writes; default 300 000 ms, 0: never, only at start-up, after a failed write and on reconcile()).
+   */
+  readonly reconcileIntervalMs?: number;
   readonly now?: () => number;
 }
 
@@ -138,65 +165,87 @@ function kernelKey(vip: string, port: number, protocol: string, address: string,
   return `${vip}|${port}|${protocol}|${address}|${bport}`;
 }
 
-/**
- * The services to program: a pure function of the catalog, each backend's health and ejection, and this
- * node's locality. One entry per VIP × port.
- */
-export function planServices(input: {
-  readonly catalog: Catalog;
+/** The inputs of a plan besides the catalog. */
+export interface PlanContext {
   readonly node: string;
   readonly zone?: string | undefined;
   readonly health: (service: string, backend: Backend) => BackendHealth;
   readonly ejected: (service: string, backend: Backend) => boolean;
   readonly panicThreshold?: number | undefined;
-}): {
+}
+
+export interface LocalityChoice {
+  readonly tier: LocalityTier;
+  readonly panic: boolean;
+  readonly trail: readonly string[];
+}
+
+/**
+ * One catalog service's programmed entries (one per VIP × port) and its locality choice: a pure function
+ * of the service, its backends' health and ejection, and this node's locality.
+ */
+export function planService(
+  service: Service,
+  input: PlanContext,
+): { services: ProgrammedService[]; choice: LocalityChoice } {
+  const annotated = service.backends.map((backend) => ({
+    backend,
+    node: backend.node ?? undefined,
+    zone: backend.zone ?? undefined,
+    weight: backend.weight,
+    health: input.health(service.key, backend),
+    ejected: input.ejected(service.key, backend),
+  }));
+  const choice = chooseBackends({
+    backends: annotated,
+    trafficDistribution: service.trafficDistribution,
+    node: input.node,
+    zone: input.zone,
+    panicThreshold: input.panicThreshold,
+  });
+  const chosen = new Set(choice.backends);
+  const services: ProgrammedService[] = [];
+  for (const vip of service.vips) {
+    for (const port of service.ports) {
+      services.push({
+        service: service.key,
+        vip,
+        port: port.port,
+        protocol: port.protocol,
+        algorithm: service.algorithm,
+        affinityTimeoutMs: service.affinity.mode === 'client' ? service.affinity.timeoutMs : null,
+        outlier: service.outlierDetection,
+        backends: annotated
+          // An IPv4 VIP balances to IPv4 backends and an IPv6 VIP to IPv6 ones; weight 0 is drained.
+          .filter((b) => b.weight > 0 && b.backend.address.includes(':') === vip.includes(':'))
+          .map((b) => ({
+            id: healthKey(service.key, b.backend),
+            address: b.backend.address,
+            port: backendPort(b.backend, port.targetPort),
+            weight: b.backend.weight,
+            local: b.backend.node === input.node,
+            draining: !chosen.has(b),
+          })),
+      });
+    }
+  }
+  return { services, choice: { tier: choice.tier, panic: choice.panic, trail: choice.trail } };
+}
+
+/**
+ * The services to program: a pure function of the catalog, each backend's health and ejection, and this
+ * node's locality. One entry per VIP × port.
+ */
+export function planServices(input: PlanContext & { readonly catalog: Catalog }): {
   services: ProgrammedService[];
-  choices: Map<string, { tier: LocalityTier; panic: boolean; trail: readonly string[] }>;
+  choices: Map<string, LocalityChoice>;
 } {
   const services: ProgrammedService[] = [];
-  const choices = new Map<string, { tier: LocalityTier; panic: boolean; trail: readonly string[] }>();
+  const choices = new Map<string, LocalityChoice>();
   for (const service of input.catalog.services) {
-    const annotated = service.backends.map((backend) => ({
-      backend,
-      node: backend.node ?? undefined,
-      zone: backend.zone ?? undefined,
-      weight: backend.weight,
-      health: input.health(service.key, backend),
-      ejected: input.ejected(service.key, backend),
-    }));
-    const choice = chooseBackends({
-      backends: annotated,
-      trafficDistribution: service.trafficDistribution,
-      node: input.node,
-      zone: input.zone,
-      panicThreshold: input.panicThreshold,
-    });
-    choices.set(service.key, { tier: choice.tier, panic: choice.panic, trail: choice.trail });
-    const chosen = new Set(choice.backends);
-    for (const vip of service.vips) {
-      for (const port of service.ports) {
-        services.push({
-          service: service.key,
-          vip,
-          port: port.port,
-          protocol: port.protocol,
-          algorithm: service.algorithm,
-          affinityTimeoutMs: service.affinity.mode === 'client' ? service.affinity.timeoutMs : null,
-          outlier: service.outlierDetection,
-          backends: annotated
-            // An IPv4 VIP balances to IPv4 backends and an IPv6 VIP to IPv6 ones; weight 0 is drained.
-            .filter((b) => b.weight > 0 && b.backend.address.includes(':') === vip.includes(':'))
-            .map((b) => ({
-              id: healthKey(service.key, b.backend),
-              address: b.backend.address,
-              port: backendPort(b.backend, port.targetPort),
-              weight: b.backend.weight,
-              local: b.backend.node === input.node,
-              draining: !chosen.has(b),
-            })),
-        });
-      }
-    }
+    const planned = planService(service, input);
+    choices.set(service.key, planned.choice);
+    for (const s of planned.services) services.push(s);
   }
   return { services, choices };
 }
@@ -250,9 +299,17 @@ export class NodeAgent {
   private kernelIndex = new Map<string, { service: string; label: string; key: string }>();
   private programmedLabels = new Map<string, Set<string>>();
   private lastChoices = new Map<string, string>();
+  /** What the datapath holds, by catalog service, and the catalog it was planned from. */
+  private programmed = new Map<string, readonly ProgrammedService[]>();
+  private programmedCatalog: Catalog | undefined;
+  /** Services whose backends' health or ejection changed since the last write. */
+  private touched = new Set<string>();
+  /** The next write plans everything and applies it whole (start-up, after a failure, reconcile). */
+  private needFull = true;
   private chain: Promise<unknown> = Promise.resolve();
   private dirty = false;
   private poller: NodeJS.Timeout | undefined;
+  private reconciler: NodeJS.Timeout | undefined;
   private readonly unsubscribe: Array<() => void> = [];
   private readonly log: Logger;
   private owns: ProbeOwnership;
@@ -299,11 +356,27 @@ export class NodeAgent {
     const interval = this.options.pollIntervalMs ?? 1000;
     this.poller = setInterval(() => this.pollKernel(), interval);
     this.poller.unref();
+    const every = this.options.reconcileIntervalMs ?? 300_000;
+    if (every > 0) {
+      this.reconciler = setInterval(() => {
+        this.reconcile().catch((error) => this.log.error({ err: error }, 'periodic reconcile failed'));
+      }, every);
+      this.reconciler.unref();
+    }
+  }
+
+  /**
+   * Plans every service and writes the whole set (the datapath diffs it against the maps): the safety net
+   * under the incremental writes. Queued like any other write.
+   */
+  reconcile(): Promise<void> {
+    return this.enqueue(() => this.write('reconcile'));
   }
 
   /** Stops probing and polling; the datapath keeps its state (the pins hold it). */
   async stop(): Promise<void> {
     if (this.poller) clearInterval(this.poller);
+    if (this.reconciler) clearInterval(this.reconciler);
     for (const off of this.unsubscribe.splice(0)) off();
     await this.options.health.stop();
     await this.chain.catch(() => undefined);
@@ -319,6 +392,8 @@ export class NodeAgent {
       const previous = { catalog: this.catalog, remote: this.remoteHealth };
       this.catalog = update.catalog;
       this.remoteHealth = update.health ?? new Map();
+      for (const service of remoteHealthChanges(previous.remote, this.remoteHealth))
+        this.touched.add(service);
       try {
         await this.write('snapshot');
       } catch (error) {
@@ -375,23 +450,127 @@ export class NodeAgent {
     return this.remoteHealth.get(key)?.state ?? local?.state ?? 'unknown';
   }
 
-  private async write(kind: 'snapshot' | 'health' | 'reconcile'): Promise<void> {
-    const catalog = this.catalog;
-    if (!catalog) return;
-    this.dirty = false;
-    const started = performance.now();
-    const plan = planServices({
-      catalog,
+  private planContext(): PlanContext {
+    return {
       node: this.options.node,
       zone: this.options.zone,
       health: (s, b) => this.health(s, b),
       ejected: (s, b) => this.ejectedNow.has(healthKey(s, b)),
       panicThreshold: this.options.panicThreshold,
-    });
-    await this.options.sink.apply(plan.services);
-    this.options.metrics.observeSync(kind, (performance.now() - started) / 1000);
-    this.index(plan.services);
-    for (const [service, choice] of plan.choices) {
+    };
+  }
+
+  /** Every programmed service, in catalog order. */
+  private programmedServices(catalog: Catalog): ProgrammedService[] {
+    const out: ProgrammedService[] = [];
+    for (const service of catalog.services)
+      for (const s of this.programmed.get(service.key) ?? []) out.push(s);
+    return out;
+  }
+
+  /**
+   * Writes what changed: the services whose catalog entry, backends' health or ejection changed since the
+   * last write are planned again and only the datapath services that differ are handed to the sink
+   * (update). The first write, a reconcile, the first write after a failure, and any write to a sink
+   * without update() plan everything and apply it whole.
+   */
+  private async write(kind: 'snapshot' | 'health' | 'reconcile'): Promise<void> {
+    const catalog = this.catalog;
+    if (!catalog) return;
+    this.dirty = false;
+    const started = performance.now();
+    const touched = this.touched;
+    this.touched = new Set();
+    const full = this.needFull || kind === 'reconcile' || !this.options.sink.update;
+    const context = this.planContext();
+    try {
+      const dirty = full
+        ? { replan: catalog.services, removed: [...this.programmed.keys()] }
+        : dirtyServices({ previous: this.programmedCatalog, next: catalog, touched });
+      const replanned = new Map<string, readonly ProgrammedService[]>();
+      const choices = new Map<string, LocalityChoice>();
+      for (const service of dirty.replan) {
+        const planned = planService(service, context);
+        replanned.set(service.key, planned.services);
+        choices.set(service.key, planned.choice);
+      }
+      const removed = dirty.removed.filter((key) => !replanned.has(key));
+      if (full) {
+        const services: ProgrammedService[] = [];
+        for (const service of catalog.services)
+          for (const s of replanned.get(service.key) ?? []) services.push(s);
+        this.needFull = true;
+        await this.options.sink.apply(services);
+      } else {
+        const change = datapathChange(this.programmed, replanned, removed);
+        if (change.upsert.length > 0 || change.remove.length > 0) {
+          this.needFull = true;
+          await this.options.sink.update?.({
+            ...change,
+            services: () => this.programmedServices(catalog),
+          });
+        }
+      }
+      this.needFull = false;
+      this.commit(replanned, removed, full);
+      this.programmedCatalog = catalog;
+      this.options.metrics.observeSync(kind, (performance.now() - started) / 1000);
+      this.logChoices(choices, removed);
+    } catch (error) {
+      for (const service of touched) this.touched.add(service);
+      throw error;
+    }
+  }
+
+  /** Records what a write programmed: the per-service entries, the kernel index and the metric labels. */
+  private commit(
+    replanned: ReadonlyMap<string, readonly ProgrammedService[]>,
+    removed: readonly string[],
+    full: boolean,
+  ): void {
+    if (full) {
+      this.programmed = new Map();
+      this.kernelIndex = new Map();
+      this.programmedLabels = new Map();
+    }
+    for (const key of removed) this.forgetProgrammed(key);
+    for (const [key, entries] of replanned) {
+      this.forgetProgrammed(key);
+      this.programmed.set(key, entries);
+      for (const s of entries) {
+        for (const b of s.backends) {
+          this.kernelIndex.set(kernelKey(s.vip, s.port, s.protocol, b.address, b.port), {
+            service: s.service,
+            label: backendLabel(b.address, b.port),
+            key: b.id,
+          });
+        }
+      }
+    }
+    const catalog = this.catalog;
+    for (const service of catalog?.services ?? []) {
+      if (!replanned.has(service.key)) continue;
+      const set = new Set<string>();
+      for (const backend of service.backends) {
+        for (const port of service.ports)
+          set.add(backendLabel(backend.address, backendPort(backend, port.targetPort)));
+      }
+      this.programmedLabels.set(service.key, set);
+    }
+  }
+
+  private forgetProgrammed(service: string): void {
+    for (const s of this.programmed.get(service) ?? []) {
+      for (const b of s.backends)
+        this.kernelIndex.delete(kernelKey(s.vip, s.port, s.protocol, b.address, b.port));
+    }
+    this.programmed.delete(service);
+    this.programmedLabels.delete(service);
+  }
+
+  private logChoices(choices: ReadonlyMap<string, LocalityChoice>, removed: readonly string[]): void {
+    for (const service of removed) this.lastChoices.delete(service);
+    for (const [service, choice] of choices) {
       const summary = `${choice.tier}${choice.panic ? ' (panic)' : ''}`;
       if (this.lastChoices.get(service) !== summary) {
         if (this.lastChoices.has(service) || choice.panic || choice.tier !== 'all') {
@@ -404,31 +583,6 @@ export class NodeAgent {
         this.lastChoices.set(service, summary);
       }
     }
-  }
-
-  private index(services: readonly ProgrammedService[]): void {
-    const index = new Map<string, { service: string; label: string; key: string }>();
-    const labels = new Map<string, Set<string>>();
-    const catalog = this.catalog;
-    for (const service of catalog?.services ?? []) {
-      const set = new Set<string>();
-      labels.set(service.key, set);
-      for (const backend of service.backends) {
-        for (const port of service.ports)
-          set.add(backendLabel(backend.address, backendPort(backend, port.targetPort)));
-      }
-    }
-    for (const s of services) {
-      for (const b of s.backends) {
-        index.set(kernelKey(s.vip, s.port, s.protocol, b.address, b.port), {
-          service: s.service,
-          label: backendLabel(b.address, b.port),
-          key: b.id,
-        });
-      }
-    }
-    this.kernelIndex = index;
-    this.programmedLabels = labels;
   }
 
   /** Drops metrics and state of services and backends that left the catalog. */
@@ -470,6 +624,7 @@ export class NodeAgent {
   private onTransition(t: HealthTransition): void {
     const state = t.to as BackendHealth;
     this.localHealth.set(t.target.key, { state, reason: t.reason });
+    this.touched.add(t.target.service);
     const label = backendLabel(t.target.address, t.target.port);
     this.trackMetric(t.target.service, label);
     this.options.metrics.setBackendHealth(t.target.service, label, state, t.reason);
@@ -560,6 +715,7 @@ export class NodeAgent {
         changed = true;
         if (ejected) this.ejectedNow.add(key);
         else this.ejectedNow.delete(key);
+        this.touched.add(serviceOfHealthKey(key));
       }
     }
     if (changed) this.schedule();
