@@ -12,10 +12,11 @@
  */
 import { readFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
-import { join, resolve } from 'node:path';
+import { join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import pino, { type Logger } from 'pino';
 import { Registry } from 'prom-client';
+import { packageRoot } from '../native';
 import type { NativeBpf } from '../native/types';
 import { loadState, type PersistedCatalog } from './catalog-state';
 import { type AgentConfig, ConfigError, loadAgentConfig, type RunConfig, type TlsFiles } from './config';
@@ -38,12 +39,6 @@ import { startStandalone } from './standalone';
 export const SOCKET_LB_OBJECTS = ['build/bpf/sock_lb.bpf.o', 'build/bpf/sockops.bpf.o'];
 /** Loaded apart: it needs bpf_sock_destroy (kernel 6.5+) and the agent runs without it. */
 export const REAPER_OBJECT = 'build/bpf/sock_reaper.bpf.o';
-
-export function packageRoot(): string {
-  // dist/agent/main.js or agent/main.ts: two levels up from dist/agent, one from agent/.
-  const here = __dirname;
-  return here.includes(`${join('dist', 'agent')}`) ? resolve(here, '../..') : resolve(here, '..');
-}
 
 export function makeLogger(level: string, destination?: NodeJS.WritableStream): Logger {
   const pretty = destination === undefined && process.stdout.isTTY === true;
@@ -148,7 +143,7 @@ export async function runAgent(config: RunConfig, deps: AgentDeps = {}): Promise
       bpffsDir: config.bpffs,
       cgroupPath: config.cgroup,
       objects: SOCKET_LB_OBJECTS.map((path) => ({
-        path: join(packageRoot(), path),
+        path: join(packageRoot(__dirname), path),
         options: { mapMaxEntries: lbMapMaxEntries(settings) },
       })),
     });
@@ -167,7 +162,7 @@ export async function runAgent(config: RunConfig, deps: AgentDeps = {}): Promise
       bpffs: config.bpffs,
       log: root.child({ component: 'datapath' }),
       settings,
-      reaperObject: join(packageRoot(), REAPER_OBJECT),
+      reaperObject: join(packageRoot(__dirname), REAPER_OBJECT),
     });
     closeSink = () => lbSink.close();
     // Probes the kernel first; a refusal is logged and leaves it off. Fed the local backends of each plan.
@@ -176,7 +171,7 @@ export async function runAgent(config: RunConfig, deps: AgentDeps = {}): Promise
       mode: config.fastpath,
       bpffsDir: config.bpffs,
       cgroupPath: config.cgroup,
-      objectPath: join(packageRoot(), FASTPATH_OBJECT_PATH),
+      objectPath: join(packageRoot(__dirname), FASTPATH_OBJECT_PATH),
       log: root.child({ component: 'fastpath' }),
       metrics,
     }).start();
