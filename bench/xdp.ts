@@ -88,6 +88,8 @@ interface LoopCosts extends Costs {
   pushPop: number;
   /** new flow whose packet is a SYN (no connection-table lookup, Maglev choice, insert) */
   syn: number;
+  /** pass-through to a port no VIP has (the port filter answers, no hash lookup) */
+  passPort: number;
 }
 
 interface CostRow {
@@ -165,6 +167,13 @@ async function testRunCosts(sandbox: Sandbox, vips: number, maglevSize: number):
     const pass = [
       frame({ src: '198.51.100.1', dst: '10.200.0.1', protocol: 'tcp', dport: 80, flags: TCP_ACK }),
     ];
+    const otherPort = frame({
+      src: '198.51.100.1',
+      dst: '10.200.0.1',
+      protocol: 'tcp',
+      dport: 8080,
+      flags: TCP_ACK,
+    });
     // New flows: a distinct tuple per call (no SYN flag, so the table miss is what makes them new).
     let freshIndex = 0;
     const freshFrames = (count: number): Buffer[] =>
@@ -190,6 +199,7 @@ async function testRunCosts(sandbox: Sandbox, vips: number, maglevSize: number):
       fresh: [],
       pushPop: [],
       syn: [],
+      passPort: [],
     };
     // New flows in the loop: the harness bumps the client address every repetition, from a base of
     // its own per round so no round meets another's flows.
@@ -219,6 +229,7 @@ async function testRunCosts(sandbox: Sandbox, vips: number, maglevSize: number):
     for (let r = 0; r < rounds; r++) {
       loops.bare.push(loop(XDP_PASS_PROGRAM, known[0]!, undefined));
       loops.pass.push(loop(XDP_LB_BENCH_PROGRAM, pass[0]!, 'pass_not_vip'));
+      loops.passPort.push(loop(XDP_LB_BENCH_PROGRAM, otherPort, 'pass_not_vip'));
       loops.hit.push(loop(XDP_LB_BENCH_PROGRAM, known[0]!, 'tx_conn_hit'));
       loops.fresh.push(loop(XDP_LB_BENCH_NEW_PROGRAM, newFlowBase(r, TCP_ACK), 'tx_new_flow'));
       loops.syn.push(loop(XDP_LB_BENCH_NEW_PROGRAM, newFlowBase(r, TCP_SYN), 'tx_new_flow'));
@@ -248,6 +259,7 @@ async function testRunCosts(sandbox: Sandbox, vips: number, maglevSize: number):
         fresh: median(loops.fresh),
         pushPop: median(loops.pushPop),
         syn: median(loops.syn),
+        passPort: median(loops.passPort),
       },
       call: {
         bare: call.bare / rounds,
@@ -447,16 +459,16 @@ async function main(): Promise<void> {
     '',
     `### Per-packet cost through BPF_PROG_TEST_RUN`,
     '',
-    `In-kernel loop: the median of 5 interleaved rounds of ${fmt(LOOP)} repetitions each (hot caches, one flow per path). The kernel's XDP test run does not restore the packet between repetitions, so the paths that encapsulate run through \`xdp_lb_bench\`: the same load-balancer code followed by undoing the encapsulation (\`xdp_decap\`). That undo is measured on its own by \`xdp_bench_push_pop\` (push a minimal outer IPv4 header, then the same \`xdp_decap\`); the push does no more work than the undo, so half of push+pop above bare is at most the undo's cost, and \`harness − (push+pop − bare) / 2\` is an upper bound of the load balancer's own cost: the "undo removed" columns and the ratios. New flow (ACK): \`xdp_lb_bench_new\`, which also bumps the client address after each repetition, so every repetition is a flow never seen before (connection-table lookup misses, Maglev choice, insert into a connection table of 2^20 entries that evicts once a CPU's share is full). New flow (SYN): the same with the SYN flag, the way a TCP flow starts (no lookup, Maglev choice, insert). The verdict counters are checked: every repetition took the path named.`,
+    `In-kernel loop: the median of 5 interleaved rounds of ${fmt(LOOP)} repetitions each (hot caches, one flow per path). The kernel's XDP test run does not restore the packet between repetitions, so the paths that encapsulate run through \`xdp_lb_bench\`: the same load-balancer code followed by undoing the encapsulation (\`xdp_decap\`). That undo is measured on its own by \`xdp_bench_push_pop\` (push a minimal outer IPv4 header, then the same \`xdp_decap\`); the push does no more work than the undo, so half of push+pop above bare is at most the undo's cost, and \`harness − (push+pop − bare) / 2\` is an upper bound of the load balancer's own cost: the "undo removed" columns and the ratios. New flow (ACK): \`xdp_lb_bench_new\`, which also bumps the client address after each repetition, so every repetition is a flow never seen before (connection-table lookup misses, Maglev choice, insert into a connection table of 2^20 entries that evicts once a CPU's share is full). New flow (SYN): the same with the SYN flag, the way a TCP flow starts (no lookup, Maglev choice, insert). Pass-through: TCP to an address that is no VIP, on a port some VIP has (connection-table miss, VIP miss) and on a port none has (the port filter passes it). The verdict counters are checked: every repetition took the path named.`,
     '',
-    '| VIPs | table size | bare XDP_PASS ns | pass-through ns | push+pop ns | known flow (table hit) ns: harness / undo removed | new flow (ACK) ns: harness / undo removed | new flow (SYN) ns: harness / undo removed | hit / bare | new (ACK) / bare | new (SYN) / bare |',
+    '| VIPs | table size | bare XDP_PASS ns | pass-through ns: VIP port / other port | push+pop ns | known flow (table hit) ns: harness / undo removed | new flow (ACK) ns: harness / undo removed | new flow (SYN) ns: harness / undo removed | hit / bare | new (ACK) / bare | new (SYN) / bare |',
     '|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|',
     ...costs.map((c) => {
       const undo = (c.loop.pushPop - c.loop.bare) / 2;
       const hit = c.loop.hit - undo;
       const fresh = c.loop.fresh - undo;
       const syn = c.loop.syn - undo;
-      return `| ${fmt(c.vips)} | ${fmt(c.maglevSize)} | ${c.loop.bare} | ${c.loop.pass} | ${c.loop.pushPop} | ${c.loop.hit} / ${fmt(hit)} | ${c.loop.fresh} / ${fmt(fresh)} | ${c.loop.syn} / ${fmt(syn)} | ${fmt(hit / c.loop.bare, 2)}× | ${fmt(fresh / c.loop.bare, 2)}× | ${fmt(syn / c.loop.bare, 2)}× |`;
+      return `| ${fmt(c.vips)} | ${fmt(c.maglevSize)} | ${c.loop.bare} | ${c.loop.pass} / ${c.loop.passPort} | ${c.loop.pushPop} | ${c.loop.hit} / ${fmt(hit)} | ${c.loop.fresh} / ${fmt(fresh)} | ${c.loop.syn} / ${fmt(syn)} | ${fmt(hit / c.loop.bare, 2)}× | ${fmt(fresh / c.loop.bare, 2)}× | ${fmt(syn / c.loop.bare, 2)}× |`;
     }),
     '',
     `One test-run call per packet (repeat 1, ${fmt(CALLS)} calls per path and configuration, kernel-reported durations averaged; \`xdp_lb\` itself). Each call starts from a fresh packet buffer with caches disturbed by the syscall and the JavaScript around it, and includes the test-run timer's two clock reads — the cold-cache view. Known flows: 1024 flows spread over the VIPs; new flows: a distinct 5-tuple per call (a connection-table miss and insert) spread over the VIPs.`,

@@ -44,14 +44,15 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } sluice_xdp_vip_keys_v1 SEC(".maps");
 
-/* Destination port (host order) → XDP_LB_PORT_TCP | XDP_LB_PORT_UDP when some VIP has it. */
+/* Filter slot of a destination (xdp_vip_filter_slot) → non-zero when some VIP maps there: packets
+ * of any other slot are no VIP's and pass without a hash lookup. */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, 65536);
+	__uint(max_entries, XDP_LB_VIP_FILTER_SLOTS);
 	__type(key, __u32);
 	__type(value, __u8);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
-} sluice_xdp_vip_ports_v1 SEC(".maps");
+} sluice_xdp_vip_filter_v1 SEC(".maps");
 
 /* Backend id → tunnel address; slot 0 stays empty. */
 struct {
@@ -187,6 +188,21 @@ static __always_inline struct xdp_backend *xdp_backend_get(__u32 id)
 	return be && be->family ? be : NULL;
 }
 
+/*
+ * The VIP filter slot of a destination: the last 4 address bytes (the IPv4 address; the low bits of
+ * an IPv6 one) folded to 16 bits, mixed with the port and protocol. agent/xdp/datapath.ts
+ * vipFilterSlot computes the same.
+ */
+static __always_inline __u32 xdp_vip_filter_slot(const struct xdp_flow_key *key)
+{
+	__u32 addr;
+
+	__builtin_memcpy(&addr, &key->daddr[12], 4);
+	addr = bpf_ntohl(addr);
+	return (addr ^ (addr >> 16) ^ bpf_ntohs(key->dport) ^ ((__u32)key->proto << 8)) &
+	       (XDP_LB_VIP_FILTER_SLOTS - 1);
+}
+
 static __always_inline int xdp_vip_key_equal(const struct xdp_vip_key *a,
 					     const struct xdp_vip_key *b)
 {
@@ -215,12 +231,11 @@ static __always_inline int xdp_lb_handle(struct xdp_md *ctx)
 	if (err)
 		return xdp_verdict(xdp_parse_reason(err), bytes);
 
-	/* No VIP has this port and protocol: passes without a hash lookup. */
-	__u32 port = bpf_ntohs(pkt.key.dport);
-	__u8 *ports = bpf_map_lookup_elem(&sluice_xdp_vip_ports_v1, &port);
+	/* No VIP maps to this destination's filter slot: passes without a hash lookup. */
+	__u32 slot = xdp_vip_filter_slot(&pkt.key);
+	__u8 *vip_here = bpf_map_lookup_elem(&sluice_xdp_vip_filter_v1, &slot);
 
-	if (!ports ||
-	    !(*ports & (pkt.key.proto == IPPROTO_TCP ? XDP_LB_PORT_TCP : XDP_LB_PORT_UDP)))
+	if (!vip_here || !*vip_here)
 		return xdp_verdict(XDP_LB_PASS_NOT_VIP, bytes);
 
 	__builtin_memcpy(vip_key.addr, pkt.key.daddr, 16);

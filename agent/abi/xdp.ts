@@ -24,13 +24,21 @@ export const XdpMaps = {
   verdicts: 'sluice_xdp_verdicts_v1',
   /** VIP id → its xdp_vip_key (zeros when free): checked on every connection-table hit */
   vipKeys: 'sluice_xdp_vip_keys_v1',
-  /** destination port (host order) → XDP_LB_PORT_TCP | XDP_LB_PORT_UDP: ports some VIP has */
-  vipPorts: 'sluice_xdp_vip_ports_v1',
+  /** VIP filter slot (vipFilterSlot) → 1 when some VIP maps there */
+  vipFilter: 'sluice_xdp_vip_filter_v1',
 } as const;
 
-/** Bits of sluice_xdp_vip_ports_v1 values (bpf/include/xdp_lb.h). */
-export const XDP_LB_PORT_TCP = 1;
-export const XDP_LB_PORT_UDP = 2;
+/** Slots of sluice_xdp_vip_filter_v1 (XDP_LB_VIP_FILTER_SLOTS, a power of two). */
+export const XDP_LB_VIP_FILTER_SLOTS = 65_536;
+
+/**
+ * The VIP filter slot of a destination, as xdp_vip_filter_slot computes it: the last 4 bytes of the
+ * 16-byte address (big-endian) folded to 16 bits, mixed with the port and protocol.
+ */
+export function vipFilterSlot(addr16: Buffer, port: number, proto: number): number {
+  const addr = addr16.readUInt32BE(12);
+  return ((addr ^ (addr >>> 16) ^ port ^ (proto << 8)) & (XDP_LB_VIP_FILTER_SLOTS - 1)) >>> 0;
+}
 
 /** Default capacities from bpf/include/xdp_lb.h. */
 export const XDP_LB_DEFAULTS = {

@@ -17,12 +17,11 @@ import {
   IPPROTO_TCP,
   IPPROTO_UDP,
   u32Buffer,
+  vipFilterSlot,
   XDP_LB_AF_INET,
   XDP_LB_AF_INET6,
   XDP_LB_DEFAULTS,
   XDP_LB_OBJECT,
-  XDP_LB_PORT_TCP,
-  XDP_LB_PORT_UDP,
   XDP_LB_PROGRAM,
   XdpBackendCodec,
   XdpCounterCodec,
@@ -200,10 +199,10 @@ export class XdpLoadBalancer {
     backendStats: BpfMap;
     verdicts: BpfMap;
     vipKeys: BpfMap;
-    vipPorts: BpfMap;
+    vipFilter: BpfMap;
   };
-  /** VIPs per destination port and protocol, for the port filter sluice_xdp_vip_ports_v1 */
-  private readonly portUsers = new Map<number, { tcp: number; udp: number }>();
+  /** VIPs per filter slot (sluice_xdp_vip_filter_v1) */
+  private readonly filterUsers = new Map<number, number>();
 
   private constructor(
     readonly object: BpfObject,
@@ -217,7 +216,7 @@ export class XdpLoadBalancer {
       backendStats: object.map(XdpMaps.backendStats),
       verdicts: object.map(XdpMaps.verdicts),
       vipKeys: object.map(XdpMaps.vipKeys),
-      vipPorts: object.map(XdpMaps.vipPorts),
+      vipFilter: object.map(XdpMaps.vipFilter),
     };
     this.tables = new MaglevTableWriter(
       new BpfMaglevStore(object.map(XdpMaps.maglev)),
@@ -287,7 +286,7 @@ export class XdpLoadBalancer {
     }
     const usedVips = new Set([...this.vips.values()].map((v) => v.id));
     for (let id = 0; id < this.nextVipId; id++) if (!usedVips.has(id)) this.freeVipIds.push(id);
-    // The owner check and the port filter follow the restored VIPs (pins of an older program, or a
+    // The owner keys and the VIP filter follow the restored VIPs (pins of an older program, or a
     // crash between two writes, may have left them behind).
     for (const vip of this.vips.values()) this.publishVip(vip);
     const zeroKey = Buffer.alloc(XdpVipKeyCodec.size);
@@ -429,35 +428,28 @@ export class XdpLoadBalancer {
     return true;
   }
 
-  /** A VIP's owner entry (its id names its key) and its port bit, before its VIP entry appears. */
+  /** A VIP's owner entry (its id names its key) and its filter slot, before its VIP entry appears. */
   private publishVip(vip: VipState): void {
-    this.maps.vipKeys.update(
-      u32Buffer(vip.id),
-      XdpVipKeyCodec.encode({
-        addr: ipToBytes16(vip.address),
-        port: vip.port,
-        proto: protoNumber(vip.protocol),
-      }),
-    );
-    const users = this.portUsers.get(vip.port) ?? { tcp: 0, udp: 0 };
-    users[vip.protocol]++;
-    this.portUsers.set(vip.port, users);
-    this.writePortBits(vip.port, users);
+    const addr = ipToBytes16(vip.address);
+    const proto = protoNumber(vip.protocol);
+    this.maps.vipKeys.update(u32Buffer(vip.id), XdpVipKeyCodec.encode({ addr, port: vip.port, proto }));
+    const slot = vipFilterSlot(addr, vip.port, proto);
+    const users = (this.filterUsers.get(slot) ?? 0) + 1;
+    this.filterUsers.set(slot, users);
+    if (users === 1) this.maps.vipFilter.update(u32Buffer(slot), Buffer.from([1]));
   }
 
   /** After its VIP entry is gone: connection-table hits of the VIP's flows stop counting. */
   private unpublishVip(vip: VipState): void {
     this.maps.vipKeys.update(u32Buffer(vip.id), Buffer.alloc(XdpVipKeyCodec.size));
-    const users = this.portUsers.get(vip.port);
-    if (!users) return;
-    users[vip.protocol]--;
-    if (users.tcp === 0 && users.udp === 0) this.portUsers.delete(vip.port);
-    this.writePortBits(vip.port, users);
-  }
-
-  private writePortBits(port: number, users: { tcp: number; udp: number }): void {
-    const bits = (users.tcp > 0 ? XDP_LB_PORT_TCP : 0) | (users.udp > 0 ? XDP_LB_PORT_UDP : 0);
-    this.maps.vipPorts.update(u32Buffer(port), Buffer.from([bits]));
+    const slot = vipFilterSlot(ipToBytes16(vip.address), vip.port, protoNumber(vip.protocol));
+    const users = (this.filterUsers.get(slot) ?? 1) - 1;
+    if (users > 0) {
+      this.filterUsers.set(slot, users);
+    } else {
+      this.filterUsers.delete(slot);
+      this.maps.vipFilter.update(u32Buffer(slot), Buffer.from([0]));
+    }
   }
 
   /** The datapath id of a backend address (undefined when no service lists it). */

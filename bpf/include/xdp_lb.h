@@ -30,9 +30,8 @@
 /* Backend id 0 is never used: a Maglev table slot holding 0 means "no backend". */
 #define XDP_LB_NO_BACKEND 0
 
-/* Bits of sluice_xdp_vip_ports_v1 values: some VIP has this port for TCP / for UDP. */
-#define XDP_LB_PORT_TCP 1
-#define XDP_LB_PORT_UDP 2
+/* Slots of the VIP filter sluice_xdp_vip_filter_v1 (a power of two). */
+#define XDP_LB_VIP_FILTER_SLOTS 65536
 
 /* Address families in struct xdp_backend (Linux AF_* values). */
 #define XDP_LB_AF_INET	2

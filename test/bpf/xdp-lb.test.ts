@@ -5,7 +5,16 @@
  */
 import { resolve } from 'node:path';
 import { afterEach, beforeEach, expect, it } from 'vitest';
-import { XDP_DECAP_PROGRAM, XDP_LB_PROGRAM, XdpAction, type XdpReasonName } from '../../agent/abi/xdp';
+import { ipToBytes16 } from '../../agent/abi/ip';
+import {
+  u32Buffer,
+  vipFilterSlot,
+  XDP_DECAP_PROGRAM,
+  XDP_LB_PROGRAM,
+  XdpAction,
+  XdpMaps,
+  type XdpReasonName,
+} from '../../agent/abi/xdp';
 import { type XdpLbConfig, XdpLoadBalancer, type XdpServiceSpec } from '../../agent/xdp/datapath';
 import { type FlowTuple, maglevSlot } from '../../agent/xdp/flow-hash';
 import { buildMaglevTable } from '../../agent/xdp/maglev';
@@ -541,12 +550,17 @@ describePrivileged('XDP load balancer (test runs)', () => {
       dport: 80,
       flags: TCP_ACK,
     };
+    // A VIP in the same filter slot keeps the slot set after WEB4 is deleted, so the packet reaches
+    // the connection table, whose entry for this flow is still there: the VIP-id check makes it pass.
+    const twin: XdpServiceSpec = { ...WEB4, address: '10.97.0.11', backends: [{ address: '10.1.0.41' }] };
+    expect(vipFilterSlot(ipToBytes16(twin.address), 80, 6)).toBe(
+      vipFilterSlot(ipToBytes16(WEB4.address), 80, 6),
+    );
+    lb.setService(twin);
     expect(run(frame({ ...spec, flags: TCP_SYN })).retval).toBe(XdpAction.tx);
     let before = verdicts();
     expect(run(frame(spec)).retval).toBe(XdpAction.tx);
     expect(verdicts().tx_conn_hit - before.tx_conn_hit).toBe(1n);
-    // MIXED keeps TCP port 80 in the port filter, so the packet reaches the connection table, whose
-    // entry for this flow is still there: the VIP-id check is what makes it pass.
     expect(lb.deleteService(WEB4.address, WEB4.port, WEB4.protocol)).toBe(true);
     const expectPassed = (): void => {
       before = verdicts();
@@ -565,7 +579,12 @@ describePrivileged('XDP load balancer (test runs)', () => {
     expect(run(frame(spec)).retval).toBe(XdpAction.tx);
   });
 
-  it('keeps the port filter in step with the VIPs of each port and protocol', () => {
+  it('keeps the VIP filter in step with the VIPs', () => {
+    const filter = (address: string, port: number, proto: number): number =>
+      lb.object
+        .map(XdpMaps.vipFilter)
+        .lookup(u32Buffer(vipFilterSlot(ipToBytes16(address), port, proto)))![0]!;
+    expect(filter('10.96.0.50', 8053, 17)).toBe(0);
     const other: FrameSpec = {
       src: '198.51.100.93',
       dst: '10.96.0.50',
@@ -579,14 +598,16 @@ describePrivileged('XDP load balancer (test runs)', () => {
       protocol: 'udp',
       backends: [{ address: '10.1.0.21' }],
     });
+    expect(filter('10.96.0.50', 8053, 17)).toBe(1);
     expect(run(frame(other)).retval).toBe(XdpAction.tx);
     // TCP on the same port was never a VIP.
     expect(run(frame({ ...other, protocol: 'tcp' })).retval).toBe(XdpAction.pass);
     lb.deleteService('10.96.0.50', 8053, 'udp');
+    expect(filter('10.96.0.50', 8053, 17)).toBe(0);
     const before = verdicts();
     expect(run(frame(other)).retval).toBe(XdpAction.pass);
     expect(verdicts().pass_not_vip - before.pass_not_vip).toBe(1n);
-    // Port 80/TCP is still held by MIXED after WEB4 is gone.
+    // Other VIPs on the same port keep working after one of them is gone.
     lb.deleteService(WEB4.address, WEB4.port, WEB4.protocol);
     expect(run(frame({ src: '198.51.100.94', dst: MIXED.address, protocol: 'tcp', dport: 80 })).retval).toBe(
       XdpAction.tx,
