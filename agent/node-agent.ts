@@ -299,6 +299,8 @@ export class NodeAgent {
   private kernelIndex = new Map<string, { service: string; label: string; key: string }>();
   private programmedLabels = new Map<string, Set<string>>();
   private lastChoices = new Map<string, string>();
+  /** The services the last write planned again or removed; undefined after a full write. */
+  private lastWritten: Set<string> | undefined;
   /** What the datapath holds, by catalog service, and the catalog it was planned from. */
   private programmed = new Map<string, readonly ProgrammedService[]>();
   private programmedCatalog: Catalog | undefined;
@@ -514,6 +516,7 @@ export class NodeAgent {
       this.needFull = false;
       this.commit(replanned, removed, full);
       this.programmedCatalog = catalog;
+      this.lastWritten = full ? undefined : new Set([...replanned.keys(), ...removed]);
       this.options.metrics.observeSync(kind, (performance.now() - started) / 1000);
       this.logChoices(choices, removed);
     } catch (error) {
@@ -587,8 +590,12 @@ export class NodeAgent {
 
   /** Drops metrics and state of services and backends that left the catalog. */
   private forgetRemoved(catalog: Catalog): void {
+    // Only services the last write planned again or removed can have lost backends (all after a full one).
+    const scope = this.lastWritten;
+    const inScope = (service: string) => scope === undefined || scope.has(service);
     const keys = new Set(catalog.services.map((s) => s.key));
     for (const [service, set] of this.metricLabels) {
+      if (!inScope(service)) continue;
       if (!keys.has(service)) {
         this.options.metrics.removeService(service);
         this.metricLabels.delete(service);
@@ -602,9 +609,12 @@ export class NodeAgent {
         }
       }
     }
-    const healthKeys = new Set(catalog.services.flatMap((s) => s.backends.map((b) => healthKey(s.key, b))));
-    for (const key of [...this.localHealth.keys()]) if (!healthKeys.has(key)) this.localHealth.delete(key);
-    for (const key of [...this.ejectedNow]) if (!healthKeys.has(key)) this.ejectedNow.delete(key);
+    const healthKeys = new Set(
+      catalog.services.flatMap((s) => (inScope(s.key) ? s.backends.map((b) => healthKey(s.key, b)) : [])),
+    );
+    const gone = (key: string) => inScope(serviceOfHealthKey(key)) && !healthKeys.has(key);
+    for (const key of [...this.localHealth.keys()]) if (gone(key)) this.localHealth.delete(key);
+    for (const key of [...this.ejectedNow]) if (gone(key)) this.ejectedNow.delete(key);
   }
 
   private readonly metricLabels = new Map<string, Set<string>>();

@@ -10,10 +10,10 @@
  *   other services are the same objects, as the controller link's delta handling gives them) until ACK;
  * - one health transition: a backend turning unhealthy, from the transition until the datapath write
  *   that takes it out of selection has returned.
- * Writes the `agent-sync` section of docs/benchmarks.md (and bench/results/agent-sync.md).
+ * Writes the `agent-sync` section of docs/benchmarks.md (bench/report.ts) and bench/results/agent-sync.md.
  * No health probes run: the scheduler is a stand-in that only delivers the transitions the bench makes.
  */
-import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdirSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -27,6 +27,7 @@ import type { HealthScheduler, HealthTransition } from '../agent/health/schedule
 import { AgentMetrics } from '../agent/metrics';
 import { type DataplaneSink, healthKey, NodeAgent } from '../agent/node-agent';
 import { type Backend, type Catalog, parseCatalog, type Service } from '../controller/catalog';
+import { writeBenchmarkSection } from './report';
 
 const ROOT = join(__dirname, '..', '..');
 
@@ -208,33 +209,14 @@ async function main(): Promise<void> {
     `| one health transition (until the write returned) | ${transition.length} | ${fmt(transition)} |`,
     '',
     `Machine: ${cpus().length} × ${cpus()[0]?.model ?? '?'}, load ${load}, node ${process.version}. ` +
-      'The one-service and health steps include the 20 ms reclaim grace period only when a backend left.',
+      'The in-memory writer has no reclaim grace period (the BPF one waits lb.reclaimGraceMs, 20 ms, ' +
+      'when a change removed members).',
   ].join('\n');
   console.log(body);
   if (values['dry-run']) return;
   mkdirSync(join(ROOT, 'bench/results'), { recursive: true });
   writeFileSync(join(ROOT, 'bench/results/agent-sync.md'), `${body}\n`);
-  writeSection(join(ROOT, 'docs/benchmarks.md'), 'agent-sync', body);
-}
-
-/** Replaces the text between `<!-- BEGIN name -->` and `<!-- END name -->` (appending both if missing). */
-function writeSection(file: string, name: string, body: string): void {
-  let text = '';
-  try {
-    text = readFileSync(file, 'utf8');
-  } catch {
-    text = '# Benchmarks\n';
-  }
-  const begin = `<!-- BEGIN ${name} -->`;
-  const end = `<!-- END ${name} -->`;
-  const block = `${begin}\n${body}\n${end}`;
-  const a = text.indexOf(begin);
-  const b = text.indexOf(end);
-  const next =
-    a >= 0 && b > a
-      ? text.slice(0, a) + block + text.slice(b + end.length)
-      : `${text.trimEnd()}\n\n${block}\n`;
-  writeFileSync(file, next);
+  writeBenchmarkSection('agent-sync', body);
 }
 
 main().then(
