@@ -4,6 +4,7 @@
  * first at the plan level, then through two real agents over the real socket-LB writer on in-memory maps
  * (one writing incrementally, one applying everything each time), comparing what the maps hold.
  */
+import { createServer } from 'node:net';
 import pino from 'pino';
 import { Registry } from 'prom-client';
 import { describe, expect, it } from 'vitest';
@@ -428,5 +429,58 @@ describe('incremental sync equals a full recompute', () => {
     expect([sink.applies, sink.updates]).toEqual([3, 1]);
     expect(sorted(sink.services())).toEqual(after);
     await agent.stop();
+  });
+});
+
+describe('incremental writes forget what left the catalog', () => {
+  it("drops a removed backend's health metric and state, keeps the other services'", async () => {
+    const server = createServer((s) => s.end());
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    const port = (server.address() as { port: number }).port;
+    const scheduler = new HealthScheduler({ probers: defaultProbers(), logger: log });
+    const metrics = new AgentMetrics(new Registry(), { processMetrics: false });
+    const sink = new MemorySink();
+    const agent = new NodeAgent({ node: 'node-a', sink, health: scheduler, log, metrics });
+    const check = { protocol: 'tcp', interval: '100ms', timeout: '100ms', healthyThreshold: 1 };
+    const service = (name: string, vip: string, addresses: string[]) => ({
+      name,
+      namespace: 'default',
+      vip,
+      ports: [{ port: 80, targetPort: port }],
+      healthCheck: check,
+      backends: addresses.map((address) => ({ address, node: 'node-a' })),
+    });
+    const v1 = parse({
+      domain: 'mesh.local',
+      services: [
+        service('a', '10.96.0.1', ['127.0.0.1', '127.0.0.2']),
+        service('b', '10.96.0.2', ['127.0.0.3']),
+      ],
+    });
+    try {
+      agent.start();
+      expect(await agent.applyCatalog({ version: 1n, catalog: v1 })).toEqual({ ok: true });
+      const healthLines = async () =>
+        (await metrics.registry.metrics()).split('\n').filter((l) => l.startsWith('sluice_backend_health{'));
+      const deadline = Date.now() + 5000;
+      while ((await healthLines()).length < 3 && Date.now() < deadline)
+        await new Promise((r) => setTimeout(r, 20));
+      expect((await healthLines()).length).toBe(3);
+      // v2: a loses 127.0.0.2; b is the same object (as the controller link keeps it).
+      const v2: Catalog = {
+        ...v1,
+        services: [{ ...v1.services[0]!, backends: [v1.services[0]!.backends[0]!] }, v1.services[1]!],
+      };
+      const updates = sink.updates;
+      expect(await agent.applyCatalog({ version: 2n, catalog: v2 })).toEqual({ ok: true });
+      expect(sink.updates).toBe(updates + 1);
+      const lines = await healthLines();
+      expect(lines.some((l) => l.includes('127.0.0.2'))).toBe(false);
+      expect(lines.some((l) => l.includes('127.0.0.1'))).toBe(true);
+      expect(lines.some((l) => l.includes('127.0.0.3'))).toBe(true);
+    } finally {
+      await agent.stop();
+      server.close();
+    }
   });
 });
