@@ -9,7 +9,6 @@
  * (fixed for the agent's life). So a service whose entry is unchanged and none of whose backends changed
  * health or ejection plans to the same entries.
  */
-import { isDeepStrictEqual } from 'node:util';
 import type { Catalog, Protocol, Service } from '../controller/catalog';
 import type { ProgrammedService, RemoteHealth } from './node-agent';
 
@@ -40,9 +39,31 @@ export function remoteHealthChanges(before: RemoteHealth, after: RemoteHealth): 
   return out;
 }
 
+/**
+ * Equal in value, for the plain data of catalog entries and plans (primitives, arrays, plain objects; a
+ * key set to undefined differs from a missing one, which at worst plans a service again). Several times
+ * faster than util.isDeepStrictEqual on these shapes.
+ */
+export function sameValue(a: unknown, b: unknown): boolean {
+  if (a === b) return true;
+  if (typeof a !== 'object' || typeof b !== 'object' || a === null || b === null) return false;
+  if (Array.isArray(a)) {
+    if (!Array.isArray(b) || a.length !== b.length) return false;
+    for (let i = 0; i < a.length; i++) if (!sameValue(a[i], b[i])) return false;
+    return true;
+  }
+  if (Array.isArray(b) || Object.getPrototypeOf(a) !== Object.getPrototypeOf(b)) return false;
+  const x = a as Record<string, unknown>;
+  const y = b as Record<string, unknown>;
+  const keys = Object.keys(x);
+  if (keys.length !== Object.keys(y).length) return false;
+  for (const key of keys) if (!Object.hasOwn(y, key) || !sameValue(x[key], y[key])) return false;
+  return true;
+}
+
 /** Same catalog entry: the same object (the controller link keeps unchanged ones), else equal in value. */
 export function sameService(a: Service, b: Service): boolean {
-  return a === b || isDeepStrictEqual(a, b);
+  return a === b || sameValue(a, b);
 }
 
 /**
@@ -90,7 +111,7 @@ export function datapathChange(
       const key = programmedKey(entry);
       wanted.add(key);
       const was = old.get(key);
-      if (!was || !isDeepStrictEqual(was, entry)) upsert.push(entry);
+      if (!was || !sameValue(was, entry)) upsert.push(entry);
     }
   }
   const remove: ProgrammedServiceRef[] = [];

@@ -13,6 +13,7 @@ import {
   dirtyServices,
   programmedKey,
   remoteHealthChanges,
+  sameValue,
   serviceOfHealthKey,
 } from '../../agent/agent-sync';
 import { SocketLbDatapath } from '../../agent/datapath/datapath';
@@ -231,6 +232,18 @@ describe('agent-sync helpers', () => {
     const dirty = dirtyServices({ previous: base, next: changed });
     expect(dirty.replan.map((s) => s.key)).toEqual(['default/a', 'default/c']);
     expect(dirty.removed).toEqual(['default/b']);
+  });
+
+  it('sameValue: equal plain data, different in any value, length, key or shape', () => {
+    const v = { a: [1, { b: 'x', c: null }], d: { e: true } };
+    expect(sameValue(v, JSON.parse(JSON.stringify(v)))).toBe(true);
+    expect(sameValue(v, { a: [1, { b: 'y', c: null }], d: { e: true } })).toBe(false);
+    expect(sameValue(v, { a: [1, { b: 'x', c: null }, 2], d: { e: true } })).toBe(false);
+    expect(sameValue(v, { a: [1, { b: 'x', c: null }], d: { e: true }, f: 1 })).toBe(false);
+    expect(sameValue({ a: undefined }, { b: undefined })).toBe(false);
+    expect(sameValue([1, 2], { 0: 1, 1: 2 })).toBe(false);
+    expect(sameValue(null, {})).toBe(false);
+    expect(sameValue(0, '0')).toBe(false);
   });
 
   it('remoteHealthChanges: services whose backends changed state, appeared or disappeared', () => {
