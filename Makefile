@@ -106,3 +106,9 @@ clean:
 # A self-contained demo in its own netns: backends, the controller, an agent and a live table (Ctrl-C ends it).
 demo: build bpffs
 	examples/demo/demo.sh
+
+# Benchmarks (minutes each, bounded; not part of `make test`). Each rewrites its own section of
+# docs/benchmarks.md; run one with e.g. `make bench BENCHES=controller`.
+BENCHES ?= socket-lb xdp fastpath controller agent-sync health-probes
+bench: build bpffs
+	@for b in $(BENCHES); do echo "== bench/$$b"; node dist/bench/$$b.js || exit 1; done

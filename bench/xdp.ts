@@ -17,7 +17,7 @@
  * Results go to docs/benchmarks.md between the xdp markers and to bench/results/xdp.md. Bounded: every
  * phase has a count and a deadline; namespaces and pins are removed at the end, also on failure.
  */
-import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdirSync, writeFileSync } from 'node:fs';
 import { cpus, release } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -35,7 +35,7 @@ import {
 } from '../agent/abi/xdp';
 import { XdpLoadBalancer } from '../agent/xdp/datapath';
 import { bpf, type XdpLink } from '../native/index';
-import type { Sandbox } from '../test/support/sandbox';
+import { createKernelSandbox, type Sandbox } from '../test/support/kernel-sandbox';
 import { frame, TCP_ACK, TCP_SYN } from '../test/support/xdp-packets';
 import {
   BACKEND_SERVER,
@@ -47,7 +47,7 @@ import {
   VIP,
   type XdpTopology,
 } from '../test/support/xdp-topology';
-import { createXdpBenchSandbox } from './xdp-sandbox';
+import { writeBenchmarkSection } from './report';
 
 const ROOT = join(__dirname, '..', '..');
 const OBJECT_DIR = join(ROOT, 'build', 'bpf');
@@ -335,7 +335,7 @@ interface PathRow {
 }
 
 async function topologyRun(mode: 'xdp' | 'nft', attach: 'native' | 'generic' = 'native'): Promise<PathRow> {
-  const sandbox = createXdpBenchSandbox(`xdp-${mode}`);
+  const sandbox = createKernelSandbox(`xdp-${mode}`, String(process.pid));
   const links: XdpLink[] = [];
   let lb: XdpLoadBalancer | undefined;
   try {
@@ -435,7 +435,7 @@ const fmt = (n: number, digits = 0): string =>
   n.toLocaleString('en-US', { maximumFractionDigits: digits, minimumFractionDigits: digits });
 
 async function main(): Promise<void> {
-  const sandbox = createXdpBenchSandbox('xdp-cost');
+  const sandbox = createKernelSandbox('xdp-cost', String(process.pid));
   const costs: CostRow[] = [];
   if (args.only === 'topology') {
     await sandbox.cleanup();
@@ -506,16 +506,7 @@ async function main(): Promise<void> {
   const section = lines.join('\n');
   mkdirSync(join(ROOT, 'bench', 'results'), { recursive: true });
   writeFileSync(join(ROOT, 'bench', 'results', 'xdp.md'), `${section}\n`);
-  const docPath = join(ROOT, 'docs', 'benchmarks.md');
-  const doc = readFileSync(docPath, 'utf8');
-  const begin = '<!-- BEGIN xdp -->';
-  const end = '<!-- END xdp -->';
-  const block = `${begin}\n${section}\n${end}`;
-  const updated =
-    doc.includes(begin) && doc.includes(end)
-      ? doc.slice(0, doc.indexOf(begin)) + block + doc.slice(doc.indexOf(end) + end.length)
-      : `${doc.trimEnd()}\n\n${block}\n`;
-  writeFileSync(docPath, updated);
+  writeBenchmarkSection('xdp', section);
   console.log(section);
 }
 
