@@ -16,7 +16,8 @@
  * into nftables, which took ~100 s and tripped the soft-lockup watchdog in an earlier prototype)
  */
 import { execFileSync } from 'node:child_process';
-import { existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { ServiceSpec } from '../agent/datapath/model';
@@ -79,10 +80,12 @@ function targetLines(count: number): string {
 
 class Bench {
   private files = 0;
+  /** Input files for the load generator and HAProxy; removed with the sandbox. */
+  readonly fileDir = mkdtempSync(join(tmpdir(), 'sluice-bench-lb-'));
   constructor(readonly box: Sandbox) {}
 
   file(text: string): string {
-    const path = join('/tmp', `sluice-bench-lb-${process.pid}-${++this.files}`);
+    const path = join(this.fileDir, String(++this.files));
     writeFileSync(path, `${text}\n`);
     return path;
   }
@@ -520,6 +523,7 @@ async function main(): Promise<void> {
     for (const link of links) link.close();
     lb.close();
     await box.cleanup();
+    rmSync(bench.fileDir, { recursive: true, force: true });
   }
 
   const table: string[] = [
