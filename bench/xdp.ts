@@ -35,6 +35,7 @@ import {
 } from '../agent/abi/xdp';
 import { XdpLoadBalancer } from '../agent/xdp/datapath';
 import { bpf, type XdpLink } from '../native/index';
+import { firstLine } from '../test/support/child-output';
 import { createKernelSandbox, type Sandbox } from '../test/support/kernel-sandbox';
 import { frame, TCP_ACK, TCP_SYN } from '../test/support/xdp-packets';
 import {
@@ -280,29 +281,6 @@ async function testRunCosts(sandbox: Sandbox, vips: number, maglevSize: number):
   } finally {
     lb.close();
   }
-}
-
-function firstLine(child: import('node:child_process').ChildProcess, timeoutMs: number): Promise<string> {
-  return new Promise((resolve, reject) => {
-    let out = '';
-    let err = '';
-    const timer = setTimeout(() => reject(new Error(`no output within ${timeoutMs} ms: ${err}`)), timeoutMs);
-    child.stderr?.on('data', (chunk: Buffer) => {
-      err += chunk.toString();
-    });
-    child.stdout?.on('data', (chunk: Buffer) => {
-      out += chunk.toString();
-      const nl = out.indexOf('\n');
-      if (nl >= 0) {
-        clearTimeout(timer);
-        resolve(out.slice(0, nl));
-      }
-    });
-    child.on('exit', (code) => {
-      clearTimeout(timer);
-      if (!out.includes('\n')) reject(new Error(`exited with ${code} before output: ${err}`));
-    });
-  });
 }
 
 function collect(child: import('node:child_process').ChildProcess, timeoutMs: number): Promise<string> {

@@ -1,15 +1,10 @@
-/**
- * End to end: real TCP connections from a client namespace to a VIP, balanced by the XDP program on a
- * "node" namespace's veth, encapsulated to three backend namespaces that decapsulate, hold the VIP on lo
- * and answer the client directly (DSR). Every namespace is a test sandbox with no route out.
- */
-import type { ChildProcess } from 'node:child_process';
 import { resolve } from 'node:path';
 import { afterEach, expect, it } from 'vitest';
 import { XDP_DECAP_PROGRAM, XDP_PASS_PROGRAM } from '../../agent/abi/xdp';
 import { XdpLoadBalancer, type XdpLogger } from '../../agent/xdp/datapath';
 import { maglevSlot } from '../../agent/xdp/flow-hash';
 import { bpf, type XdpLink } from '../../native/index';
+import { firstLine } from '../support/child-output';
 import { describePrivileged } from '../support/privileged';
 import { useSandbox } from '../support/sandbox';
 import {
@@ -27,29 +22,6 @@ import {
 const OBJECT_DIR = resolve(__dirname, '../../build/bpf');
 const SEED = 0x0badc0de;
 const WEIGHTS = [1, 2, 3];
-
-function firstLine(child: ChildProcess, timeoutMs: number): Promise<string> {
-  return new Promise((resolvePromise, reject) => {
-    let out = '';
-    let err = '';
-    const timer = setTimeout(() => reject(new Error(`no output within ${timeoutMs} ms: ${err}`)), timeoutMs);
-    child.stderr?.on('data', (chunk: Buffer) => {
-      err += chunk.toString();
-    });
-    child.stdout?.on('data', (chunk: Buffer) => {
-      out += chunk.toString();
-      const nl = out.indexOf('\n');
-      if (nl >= 0) {
-        clearTimeout(timer);
-        resolvePromise(out.slice(0, nl));
-      }
-    });
-    child.on('exit', (code) => {
-      clearTimeout(timer);
-      if (!out.includes('\n')) reject(new Error(`exited with ${code}: ${err}`));
-    });
-  });
-}
 
 interface ConnResult {
   port: number;

@@ -9,6 +9,7 @@ import { type ChildProcess, execFileSync } from 'node:child_process';
 import { existsSync, renameSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { stringify } from 'yaml';
+import { firstJsonLine } from '../support/child-output';
 import type { Netns, Sandbox } from '../support/sandbox';
 
 export const ROOT = resolve(__dirname, '../..');
@@ -135,29 +136,6 @@ export function startController(sandbox: Sandbox, netns: Netns, args: readonly s
   ];
   const child = sandbox.spawn(argv);
   return { child, log: new LogTail(child) };
-}
-
-function firstJsonLine<T>(child: ChildProcess, timeoutMs: number): Promise<T> {
-  return new Promise((resolvePromise, reject) => {
-    let out = '';
-    let err = '';
-    const timer = setTimeout(() => reject(new Error(`no output within ${timeoutMs} ms: ${err}`)), timeoutMs);
-    child.stderr?.on('data', (chunk: Buffer) => {
-      err += chunk.toString();
-    });
-    child.stdout?.on('data', (chunk: Buffer) => {
-      out += chunk.toString();
-      const newline = out.indexOf('\n');
-      if (newline >= 0) {
-        clearTimeout(timer);
-        resolvePromise(JSON.parse(out.slice(0, newline)) as T);
-      }
-    });
-    child.on('exit', (code) => {
-      clearTimeout(timer);
-      if (!out.includes('\n')) reject(new Error(`exited with ${code} before output: ${err}`));
-    });
-  });
 }
 
 /** A backend that answers each connection with its name (test/fixtures/ident-server.js). */
