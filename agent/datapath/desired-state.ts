@@ -12,8 +12,15 @@ import {
   LB_SVC_F_AFFINITY,
   LbAlgorithm,
 } from '../abi/lb';
-import { checkAddress, checkAlgorithm, checkInteger, LbModelError, type ServiceSpec } from './model';
-import { buildSelectionTable } from './selection-table';
+import {
+  type BackendSpec,
+  checkAddress,
+  checkAlgorithm,
+  checkInteger,
+  LbModelError,
+  type ServiceSpec,
+} from './model';
+import { selectionTableFor } from './selection-table';
 import { type LbSettings, SERVICE_DEFAULTS } from './settings';
 
 export interface ServiceKey {
@@ -67,43 +74,80 @@ export function serviceKeyString(address: string, port: number, proto: number): 
   return `${protocol}:[${address}]:${port}`;
 }
 
-function desiredService(spec: ServiceSpec, field: string, settings: LbSettings): DesiredService {
+/** An integer in [min, max] (the common case, checked without building the field name). */
+const inRange = (value: unknown, min: number, max: number): value is number =>
+  typeof value === 'number' && Number.isInteger(value) && value >= min && value <= max;
+
+const byIdentity = (a: DesiredMember, b: DesiredMember): number =>
+  a.identity < b.identity ? -1 : a.identity > b.identity ? 1 : 0;
+
+// The defaults' config objects, shared by the services that use them (configs are compared by field).
+const configCache = new Map<string, ServiceConfig>();
+const CONFIG_CACHE_MAX = 1024;
+
+function serviceConfig(
+  algorithm: number,
+  flags: number,
+  maxEjectPct: number,
+  affinityTimeoutS: number,
+  ejectThreshold: number,
+  ejectBaseMs: number,
+  ejectMaxMs: number,
+): ServiceConfig {
+  const signature = `${algorithm},${flags},${maxEjectPct},${affinityTimeoutS},${ejectThreshold},${ejectBaseMs},${ejectMaxMs}`;
+  const cached = configCache.get(signature);
+  if (cached) return cached;
+  const config = Object.freeze({
+    algorithm,
+    flags,
+    maxEjectPct,
+    affinityTimeoutS,
+    ejectThreshold,
+    ejectBaseMs,
+    ejectMaxMs,
+  });
+  if (configCache.size >= CONFIG_CACHE_MAX) configCache.clear();
+  configCache.set(signature, config);
+  return config;
+}
+
+function desiredService(spec: ServiceSpec, index: number, settings: LbSettings): DesiredService {
+  // Field names below are built only for a message: a large sync checks hundreds of thousands of fields.
+  const field = `services[${index}]`;
   if (spec === null || typeof spec !== 'object') throw new LbModelError(field, 'must be an object');
   const vip = checkAddress(spec.vip, `${field}.vip`);
-  const port = checkInteger(spec.port, `${field}.port`, 1, 65_535);
+  const port = inRange(spec.port, 1, 65_535)
+    ? spec.port
+    : checkInteger(spec.port, `${field}.port`, 1, 65_535);
   const protocol = spec.protocol ?? SERVICE_DEFAULTS.protocol;
   if (protocol !== 'tcp' && protocol !== 'udp') {
     throw new LbModelError(`${field}.protocol`, `must be tcp or udp, got ${JSON.stringify(protocol)}`);
   }
   const proto = protocol === 'tcp' ? IPPROTO_TCP : IPPROTO_UDP;
-  const algorithmName = checkAlgorithm(spec.algorithm ?? SERVICE_DEFAULTS.algorithm, `${field}.algorithm`);
+  const algorithm = spec.algorithm ?? SERVICE_DEFAULTS.algorithm;
+  const algorithmName =
+    typeof algorithm === 'string' && Object.hasOwn(LbAlgorithm, algorithm)
+      ? algorithm
+      : checkAlgorithm(algorithm, `${field}.algorithm`);
   const ejection = spec.ejection ?? {};
-  const ejectThreshold = checkInteger(
-    ejection.threshold ?? SERVICE_DEFAULTS.ejectionThreshold,
-    `${field}.ejection.threshold`,
-    0,
-    65_535,
-  );
-  const ejectBaseMs = checkInteger(
-    ejection.baseMs ?? SERVICE_DEFAULTS.ejectionBaseMs,
-    `${field}.ejection.baseMs`,
-    1,
-    2 ** 32 - 1,
-  );
-  const ejectMaxMs = checkInteger(
-    ejection.maxMs ?? SERVICE_DEFAULTS.ejectionMaxMs,
-    `${field}.ejection.maxMs`,
-    1,
-    2 ** 32 - 1,
-  );
+  const threshold = ejection.threshold ?? SERVICE_DEFAULTS.ejectionThreshold;
+  const ejectThreshold = inRange(threshold, 0, 65_535)
+    ? threshold
+    : checkInteger(threshold, `${field}.ejection.threshold`, 0, 65_535);
+  const baseMs = ejection.baseMs ?? SERVICE_DEFAULTS.ejectionBaseMs;
+  const ejectBaseMs = inRange(baseMs, 1, 2 ** 32 - 1)
+    ? baseMs
+    : checkInteger(baseMs, `${field}.ejection.baseMs`, 1, 2 ** 32 - 1);
+  const maxMs = ejection.maxMs ?? SERVICE_DEFAULTS.ejectionMaxMs;
+  const ejectMaxMs = inRange(maxMs, 1, 2 ** 32 - 1)
+    ? maxMs
+    : checkInteger(maxMs, `${field}.ejection.maxMs`, 1, 2 ** 32 - 1);
   if (ejectMaxMs < ejectBaseMs)
     throw new LbModelError(`${field}.ejection.maxMs`, `must be ≥ baseMs (${ejectBaseMs})`);
-  const maxEjectPct = checkInteger(
-    ejection.maxEjectionPercent ?? SERVICE_DEFAULTS.maxEjectionPercent,
-    `${field}.ejection.maxEjectionPercent`,
-    0,
-    100,
-  );
+  const maxEjection = ejection.maxEjectionPercent ?? SERVICE_DEFAULTS.maxEjectionPercent;
+  const maxEjectPct = inRange(maxEjection, 0, 100)
+    ? maxEjection
+    : checkInteger(maxEjection, `${field}.ejection.maxEjectionPercent`, 0, 100);
   let flags = 0;
   let affinityTimeoutS = 0;
   if (spec.affinity !== undefined) {
@@ -115,26 +159,55 @@ function desiredService(spec: ServiceSpec, field: string, settings: LbSettings):
     );
     flags |= LB_SVC_F_AFFINITY;
   }
-  if (!Array.isArray(spec.backends)) throw new LbModelError(`${field}.backends`, 'must be an array');
+  const backends = spec.backends;
+  if (!Array.isArray(backends)) throw new LbModelError(`${field}.backends`, 'must be an array');
 
-  const members = new Map<string, DesiredMember>();
-  spec.backends.forEach((backend, i) => {
-    const at = `${field}.backends[${i}]`;
-    if (backend === null || typeof backend !== 'object') throw new LbModelError(at, 'must be an object');
-    const address = checkAddress(backend.address, `${at}.address`);
-    if (address.v4 !== vip.v4) {
-      throw new LbModelError(`${at}.address`, `must be ${vip.v4 ? 'IPv4' : 'IPv6'} like the VIP ${vip.text}`);
+  const sorted: DesiredMember[] = new Array(backends.length);
+  let activeCount = 0;
+  const seen = backends.length > 16 ? new Set<string>() : undefined;
+  for (let i = 0; i < backends.length; i++) {
+    const backend = backends[i] as BackendSpec | null;
+    if (backend === null || typeof backend !== 'object') {
+      throw new LbModelError(`${field}.backends[${i}]`, 'must be an object');
     }
-    const backendPort = checkInteger(backend.port, `${at}.port`, 1, 65_535);
-    const weight = checkInteger(backend.weight ?? SERVICE_DEFAULTS.weight, `${at}.weight`, 1, 65_535);
+    const address = checkAddress(backend.address, `${field}.backends[${i}].address`);
+    if (address.v4 !== vip.v4) {
+      throw new LbModelError(
+        `${field}.backends[${i}].address`,
+        `must be ${vip.v4 ? 'IPv4' : 'IPv6'} like the VIP ${vip.text}`,
+      );
+    }
+    const backendPort = inRange(backend.port, 1, 65_535)
+      ? backend.port
+      : checkInteger(backend.port, `${field}.backends[${i}].port`, 1, 65_535);
+    const rawWeight = backend.weight ?? SERVICE_DEFAULTS.weight;
+    const weight = inRange(rawWeight, 1, 65_535)
+      ? rawWeight
+      : checkInteger(rawWeight, `${field}.backends[${i}].weight`, 1, 65_535);
     const state = backend.state ?? 'active';
     if (state !== 'active' && state !== 'draining') {
-      throw new LbModelError(`${at}.state`, `must be active or draining, got ${JSON.stringify(state)}`);
+      throw new LbModelError(
+        `${field}.backends[${i}].state`,
+        `must be active or draining, got ${JSON.stringify(state)}`,
+      );
     }
     const identity = `${address.text}|${backendPort}`;
-    if (members.has(identity))
-      throw new LbModelError(at, `duplicate backend ${address.text} port ${backendPort}`);
-    members.set(identity, {
+    // Duplicates: a linear scan for the usual few backends, a set past that.
+    let duplicate = false;
+    if (seen) {
+      duplicate = seen.has(identity);
+      seen.add(identity);
+    } else {
+      for (let k = 0; k < i && !duplicate; k++) duplicate = sorted[k]!.identity === identity;
+    }
+    if (duplicate) {
+      throw new LbModelError(
+        `${field}.backends[${i}]`,
+        `duplicate backend ${address.text} port ${backendPort}`,
+      );
+    }
+    if (state === 'active') activeCount++;
+    sorted[i] = {
       identity,
       address: address.text,
       addr: address.bytes,
@@ -142,41 +215,43 @@ function desiredService(spec: ServiceSpec, field: string, settings: LbSettings):
       weight,
       state: state === 'active' ? LB_BACKEND_ACTIVE : LB_BACKEND_DRAINING,
       flags: backend.nodeLocal ? LB_BACKEND_F_LOCAL : 0,
-    });
-  });
-  const sorted = [...members.values()].sort((a, b) =>
-    a.identity < b.identity ? -1 : a.identity > b.identity ? 1 : 0,
-  );
-  const active = sorted.filter((m) => m.state === LB_BACKEND_ACTIVE);
-  if (active.length > settings.tableSize) {
+    };
+  }
+  sorted.sort(byIdentity);
+  if (activeCount > settings.tableSize) {
     throw new LbModelError(
       `${field}.backends`,
-      `${active.length} active backends exceed lb.tableSize (${settings.tableSize})`,
+      `${activeCount} active backends exceed lb.tableSize (${settings.tableSize})`,
     );
   }
   // Only `weighted` and `round-robin` (weighted round-robin) use weights; `random` and
   // `least-connections` (whose table is its panic fallback) treat members alike.
   const useWeights = algorithmName === 'weighted' || algorithmName === 'round-robin';
-  const table = buildSelectionTable(
-    active.map((m) => (useWeights ? m.weight : 1)),
-    settings.tableSize,
-  );
+  const active: string[] = new Array(activeCount);
+  const weights: number[] = new Array(activeCount);
+  for (let i = 0, a = 0; i < sorted.length; i++) {
+    const m = sorted[i]!;
+    if (m.state !== LB_BACKEND_ACTIVE) continue;
+    active[a] = m.identity;
+    weights[a++] = useWeights ? m.weight : 1;
+  }
+  const table = selectionTableFor(weights, settings.tableSize);
   const keyString = serviceKeyString(vip.text, port, proto);
   return {
     keyString,
     name: spec.name ?? keyString,
     key: { addr: vip.bytes, port, proto },
-    config: {
-      algorithm: LbAlgorithm[algorithmName],
+    config: serviceConfig(
+      LbAlgorithm[algorithmName],
       flags,
       maxEjectPct,
       affinityTimeoutS,
       ejectThreshold,
       ejectBaseMs,
       ejectMaxMs,
-    },
+    ),
     members: sorted,
-    active: active.map((m) => m.identity),
+    active,
     table,
   };
 }
@@ -199,12 +274,12 @@ export function serviceRefKey(
 export function computeDesiredState(services: readonly ServiceSpec[], settings: LbSettings): DesiredState {
   if (!Array.isArray(services)) throw new LbModelError('services', 'must be an array');
   const out = new Map<string, DesiredService>();
-  services.forEach((spec, i) => {
-    const service = desiredService(spec, `services[${i}]`, settings);
+  for (let i = 0; i < services.length; i++) {
+    const service = desiredService(services[i]!, i, settings);
     if (out.has(service.keyString)) {
       throw new LbModelError(`services[${i}]`, `duplicate service ${service.keyString}`);
     }
     out.set(service.keyString, service);
-  });
+  }
   return out;
 }

@@ -118,8 +118,13 @@ const sameConfig = (a: ServiceConfig, b: ServiceConfig): boolean =>
   a.ejectBaseMs === b.ejectBaseMs &&
   a.ejectMaxMs === b.ejectMaxMs;
 
-const sameNumbers = (a: readonly number[], b: readonly number[]): boolean =>
-  a.length === b.length && a.every((v, i) => v === b[i]);
+const NO_HALF = Object.freeze({ slots: 0, members: 0 });
+
+function sameNumbers(a: readonly number[], b: readonly number[]): boolean {
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
+}
 
 const sameMember = (m: MemberState, d: DesiredMember): boolean =>
   m.weight === d.weight && m.state === d.state && m.flags === d.flags;
@@ -254,12 +259,22 @@ export function diffDatapath(
       }
     }
 
-    const activeIds = want.active.map((identity) => members.get(identity)!.id);
-    const slots = want.table.map((i) => activeIds[i]!);
+    const activeIds: number[] = new Array(want.active.length);
+    for (let i = 0; i < activeIds.length; i++) activeIds[i] = members.get(want.active[i]!)!.id;
+    const table = want.table;
+    // The usual unweighted table is the identity (slot i → member i): then the slots are the member list.
+    let identityTable = table.length === activeIds.length;
+    for (let i = 0; identityTable && i < table.length; i++) identityTable = table[i] === i;
+    let slots: number[];
+    if (identityTable) slots = activeIds;
+    else {
+      slots = new Array(table.length);
+      for (let i = 0; i < table.length; i++) slots[i] = activeIds[table[i]!]!;
+    }
     const membersAreSlots = sameNumbers(slots, activeIds);
     const tableChanged = !have || !sameNumbers(have.slots, slots) || !sameNumbers(have.activeIds, activeIds);
     let generation = have ? have.generation : 0;
-    let otherHalf = have ? have.otherHalf : { slots: 0, members: 0 };
+    let otherHalf = have ? have.otherHalf : NO_HALF;
     let memberEntries = have ? have.memberEntries : 0;
     if (tableChanged) {
       const half = have ? 1 - have.generation : 0;
@@ -270,18 +285,18 @@ export function diffDatapath(
       for (let i = newMemberEntries; i < otherHalf.members; i++) {
         slotDeletes.push({ serviceId, index: slotIndex(half, i, true) });
       }
-      slots.forEach((backendId, i) => {
-        slotWrites.push({ serviceId, index: slotIndex(half, i), backendId });
-      });
+      for (let i = 0; i < slots.length; i++) {
+        slotWrites.push({ serviceId, index: slotIndex(half, i), backendId: slots[i]! });
+      }
       if (!membersAreSlots) {
-        activeIds.forEach((backendId, i) => {
-          slotWrites.push({ serviceId, index: slotIndex(half, i, true), backendId });
-        });
+        for (let i = 0; i < activeIds.length; i++) {
+          slotWrites.push({ serviceId, index: slotIndex(half, i, true), backendId: activeIds[i]! });
+        }
       }
       peakSlots +=
         Math.max(0, slots.length - otherHalf.slots) + Math.max(0, newMemberEntries - otherHalf.members);
       slotEntriesAfter += slots.length + newMemberEntries - otherHalf.slots - otherHalf.members;
-      otherHalf = have ? { slots: have.slots.length, members: have.memberEntries } : { slots: 0, members: 0 };
+      otherHalf = have ? { slots: have.slots.length, members: have.memberEntries } : NO_HALF;
       generation = half;
       memberEntries = newMemberEntries;
     }

@@ -72,17 +72,73 @@ export interface CheckedAddress {
 const addressCache = new Map<string, CheckedAddress>();
 const ADDRESS_CACHE_MAX = 262_144;
 
+/** Dotted-quad IPv4 in canonical form (no leading zeros, each part ≤ 255) → its 32-bit value, else -1. */
+function parseCanonicalIpv4(text: string): number {
+  const n = text.length;
+  if (n < 7 || n > 15) return -1;
+  let value = 0;
+  let part = 0;
+  let digits = 0;
+  let dots = 0;
+  for (let i = 0; i < n; i++) {
+    const c = text.charCodeAt(i);
+    if (c === 46) {
+      if (digits === 0 || dots === 3) return -1;
+      value = value * 256 + part;
+      part = 0;
+      digits = 0;
+      dots++;
+    } else if (c >= 48 && c <= 57) {
+      if (digits > 0 && part === 0) return -1; // leading zero
+      part = part * 10 + (c - 48);
+      if (part > 255) return -1;
+      digits++;
+    } else {
+      return -1;
+    }
+  }
+  if (digits === 0 || dots !== 3) return -1;
+  return value * 256 + part;
+}
+
+// 16-byte address fields carved from shared slabs rather than one allocation each.
+let slab = Buffer.alloc(0);
+let slabAt = 0;
+function addressBytes(): Buffer {
+  if (slabAt + 16 > slab.length) {
+    slab = Buffer.alloc(16 * 1024);
+    slabAt = 0;
+  }
+  const out = slab.subarray(slabAt, slabAt + 16);
+  slabAt += 16;
+  return out;
+}
+
 export function checkAddress(value: unknown, field: string): CheckedAddress {
   if (typeof value === 'string') {
     const cached = addressCache.get(value);
     if (cached) return cached;
   }
-  if (typeof value !== 'string' || isIP(value) === 0) {
+  if (typeof value !== 'string') {
     throw new LbModelError(field, `must be an IPv4 or IPv6 address, got ${JSON.stringify(value)}`);
   }
-  const bytes = ipToBytes16(value);
-  const text = bytes16ToIp(bytes);
-  const checked = Object.freeze({ text, bytes, v4: isIP(text) === 4 });
+  let checked: CheckedAddress;
+  const v4 = parseCanonicalIpv4(value);
+  if (v4 >= 0) {
+    // The common case, without the generic parse and print: canonical IPv4 text is its own canonical form.
+    const bytes = addressBytes();
+    bytes[10] = 0xff;
+    bytes[11] = 0xff;
+    bytes.writeUInt32BE(v4, 12);
+    checked = Object.freeze({ text: value, bytes, v4: true });
+  } else {
+    if (isIP(value) === 0) {
+      throw new LbModelError(field, `must be an IPv4 or IPv6 address, got ${JSON.stringify(value)}`);
+    }
+    const bytes = ipToBytes16(value);
+    const text = bytes16ToIp(bytes);
+    checked = Object.freeze({ text, bytes, v4: isIP(text) === 4 });
+  }
   if (addressCache.size >= ADDRESS_CACHE_MAX) addressCache.clear();
   addressCache.set(value, checked);
   return checked;

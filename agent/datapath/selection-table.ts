@@ -69,7 +69,24 @@ export function interleaveSlots(counts: readonly number[]): number[] {
   return slots;
 }
 
+// Tables by weight vector and size: services mostly share a handful of weight vectors (all equal, say),
+// so each distinct one is built once. Entries are frozen: callers share them.
+const tableCache = new Map<string, readonly number[]>();
+const TABLE_CACHE_MAX = 4096;
+
 /** The selection table for members with these weights: slot → member index. */
 export function buildSelectionTable(weights: readonly number[], tableSize: number): number[] {
   return interleaveSlots(apportionSlots(weights, tableSize));
+}
+
+/** buildSelectionTable, shared (frozen) for every caller with the same weights and table size. */
+export function selectionTableFor(weights: readonly number[], tableSize: number): readonly number[] {
+  let signature = String(tableSize);
+  for (let i = 0; i < weights.length; i++) signature += `,${weights[i]}`;
+  const cached = tableCache.get(signature);
+  if (cached) return cached;
+  const table = Object.freeze(buildSelectionTable(weights, tableSize));
+  if (tableCache.size >= TABLE_CACHE_MAX) tableCache.clear();
+  tableCache.set(signature, table);
+  return table;
 }

@@ -46,6 +46,35 @@ export interface DatapathWriter {
   apply(plan: DatapathPlan): Promise<ApplyResult>;
 }
 
+/** Field offsets from the codecs (the ABI's one definition), for the hot encoders below. */
+function offsets<K extends string>(
+  codec: { readonly name: string; readonly fields: readonly { name: string; offset: number }[] },
+  names: readonly K[],
+): Record<K, number> {
+  const out = {} as Record<K, number>;
+  for (const name of names) {
+    const field = codec.fields.find((f) => f.name === name);
+    if (!field) throw new Error(`${codec.name} has no field ${name}`);
+    out[name] = field.offset;
+  }
+  return out;
+}
+const BACKEND = offsets(BackendCodec, ['addr', 'port', 'weight', 'state', 'flags', 'service_id']);
+const SERVICE_KEY = offsets(ServiceKeyCodec, ['addr', 'port', 'proto']);
+const SERVICE = offsets(ServiceCodec, [
+  'id',
+  'algorithm',
+  'flags',
+  'generation',
+  'max_eject_pct',
+  'slot_count',
+  'backend_count',
+  'affinity_timeout_s',
+  'eject_threshold',
+  'eject_base_ms',
+  'eject_max_ms',
+]);
+
 const u32Key = (id: number): Buffer => {
   const key = Buffer.alloc(4);
   key.writeUInt32LE(id);
@@ -222,14 +251,13 @@ export class MapDatapathWriter implements DatapathWriter {
       packed(backends.length, 4, (buf, at, i) => buf.writeUInt32LE(backends[i]!.id, at)),
       packed(backends.length, BackendCodec.size, (buf, at, i) => {
         const w = backends[i]!;
-        BackendCodec.encodeInto(buf, at, {
-          addr: w.member.addr,
-          port: w.member.port,
-          weight: w.member.weight,
-          state: w.member.state,
-          flags: w.member.flags,
-          service_id: w.serviceId,
-        });
+        const m = w.member;
+        m.addr.copy(buf, at + BACKEND.addr, 0, 16);
+        buf.writeUInt16BE(m.port, at + BACKEND.port);
+        buf.writeUInt16LE(m.weight, at + BACKEND.weight);
+        buf[at + BACKEND.state] = m.state;
+        buf[at + BACKEND.flags] = m.flags;
+        buf.writeUInt32LE(w.serviceId, at + BACKEND.service_id);
       }),
     );
     // 2. tables, into the inactive halves
@@ -249,23 +277,24 @@ export class MapDatapathWriter implements DatapathWriter {
       maps.services,
       packed(services.length, ServiceKeyCodec.size, (buf, at, i) => {
         const key = services[i]!.key;
-        ServiceKeyCodec.encodeInto(buf, at, { addr: key.addr, port: key.port, proto: key.proto });
+        key.addr.copy(buf, at + SERVICE_KEY.addr, 0, 16);
+        buf.writeUInt16BE(key.port, at + SERVICE_KEY.port);
+        buf[at + SERVICE_KEY.proto] = key.proto;
       }),
       packed(services.length, ServiceCodec.size, (buf, at, i) => {
         const w = services[i]!;
-        ServiceCodec.encodeInto(buf, at, {
-          id: w.id,
-          algorithm: w.config.algorithm,
-          flags: w.flags,
-          generation: w.generation,
-          max_eject_pct: w.config.maxEjectPct,
-          slot_count: w.slotCount,
-          backend_count: w.backendCount,
-          affinity_timeout_s: w.config.affinityTimeoutS,
-          eject_threshold: w.config.ejectThreshold,
-          eject_base_ms: w.config.ejectBaseMs,
-          eject_max_ms: w.config.ejectMaxMs,
-        });
+        const c = w.config;
+        buf.writeUInt32LE(w.id, at + SERVICE.id);
+        buf[at + SERVICE.algorithm] = c.algorithm;
+        buf[at + SERVICE.flags] = w.flags;
+        buf[at + SERVICE.generation] = w.generation;
+        buf[at + SERVICE.max_eject_pct] = c.maxEjectPct;
+        buf.writeUInt16LE(w.slotCount, at + SERVICE.slot_count);
+        buf.writeUInt16LE(w.backendCount, at + SERVICE.backend_count);
+        buf.writeUInt32LE(c.affinityTimeoutS, at + SERVICE.affinity_timeout_s);
+        buf.writeUInt16LE(c.ejectThreshold, at + SERVICE.eject_threshold);
+        buf.writeUInt32LE(c.ejectBaseMs, at + SERVICE.eject_base_ms);
+        buf.writeUInt32LE(c.ejectMaxMs, at + SERVICE.eject_max_ms);
       }),
     );
     deleteAll(maps.services, plan.serviceDeletes.map(encodeServiceKey));

@@ -4,7 +4,7 @@
  * reader that checks, after every single map operation, that connect() would see a whole backend set.
  */
 import { describe, expect, it } from 'vitest';
-import { bytes16ToIp } from '../../agent/abi/ip';
+import { bytes16ToIp, ipToBytes16 } from '../../agent/abi/ip';
 import {
   BackendCodec,
   isLiveMemberEntry,
@@ -20,7 +20,7 @@ import { SocketLbDatapath } from '../../agent/datapath/datapath';
 import { computeDesiredState } from '../../agent/datapath/desired-state';
 import { diffDatapath } from '../../agent/datapath/diff';
 import type { MemoryLbMapSet } from '../../agent/datapath/lb-maps';
-import { LbModelError, type ServiceSpec } from '../../agent/datapath/model';
+import { checkAddress, LbModelError, type ServiceSpec } from '../../agent/datapath/model';
 import { apportionSlots, buildSelectionTable, interleaveSlots } from '../../agent/datapath/selection-table';
 import {
   LbCapacityError,
@@ -177,6 +177,56 @@ describe('settings and desired state', () => {
     // random ignores weights; a v4-mapped VIP is the IPv4 service
     const random = desired.get('tcp:[10.96.0.2]:80')!;
     expect(random.table).toEqual([0, 1]);
+  });
+});
+
+describe('fast paths agree with the general ones', () => {
+  it('parses IPv4 without the generic parser exactly as the generic parser does', () => {
+    const good = ['0.0.0.0', '10.96.0.1', '255.255.255.255', '1.2.3.4', '192.168.100.200'];
+    for (const text of good) {
+      const checked = checkAddress(text, 'f');
+      expect(checked.text).toBe(text);
+      expect(checked.v4).toBe(true);
+      expect(checked.bytes.equals(ipToBytes16(text))).toBe(true);
+    }
+    const bad = [
+      '10.96.0.256',
+      '10.96.0.01',
+      '010.0.0.1',
+      '1.2.3',
+      '1.2.3.4.5',
+      '1..2.3',
+      '1.2.3.',
+      ' 1.2.3.4',
+    ];
+    for (const text of bad) expect(() => checkAddress(text, 'f')).toThrow(/f: must be an IPv4 or IPv6/);
+    // not dotted quads: the generic path (IPv6, v4-mapped text printed as IPv4)
+    expect(checkAddress('::ffff:10.96.0.9', 'f')).toMatchObject({ text: '10.96.0.9', v4: true });
+    expect(checkAddress('FD00:0:0::1', 'f')).toMatchObject({ text: 'fd00::1', v4: false });
+  });
+
+  it('finds duplicates among many backends and shares tables between equal weight vectors', () => {
+    const many = Array.from({ length: 40 }, (_, i) => ({ address: `10.0.1.${i}`, port: 80 }));
+    expect(() =>
+      computeDesiredState(
+        [{ vip: '10.96.0.1', port: 80, backends: [...many, { address: '10.0.1.7', port: 80 }] }],
+        settings,
+      ),
+    ).toThrow(/services\[0\]\.backends\[40\]: duplicate backend 10\.0\.1\.7 port 80/);
+    const weights = (w: number[]) => w.map((weight, i) => ({ address: `10.0.2.${i}`, port: 80, weight }));
+    const desired = computeDesiredState(
+      [
+        { vip: '10.96.0.1', port: 80, algorithm: 'weighted', backends: weights([1, 2, 3]) },
+        { vip: '10.96.0.2', port: 80, algorithm: 'weighted', backends: weights([1, 2, 3]) },
+        { vip: '10.96.0.3', port: 80, algorithm: 'weighted', backends: weights([3, 2, 1]) },
+      ],
+      settings,
+    );
+    const [a, b, c] = [...desired.values()];
+    expect(a!.table).toEqual(buildSelectionTable([1, 2, 3], settings.tableSize));
+    expect(b!.table).toBe(a!.table);
+    expect(c!.table).toEqual(buildSelectionTable([3, 2, 1], settings.tableSize));
+    expect(Object.isFrozen(a!.table)).toBe(true);
   });
 });
 
