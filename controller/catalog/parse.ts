@@ -3,7 +3,7 @@ import type { z } from 'zod';
 import { ipFamily, isUnspecified, normaliseIp } from './address';
 import { CATALOG_DEFAULTS } from './defaults';
 import { parseDuration } from './duration';
-import { splitJsonServices } from './json-split';
+import { type JsonServicesSplit, resplitJsonServices, splitJsonServices } from './json-split';
 import { CatalogSchema, fallbackMessage, IdentitySchema, type RawService, ServiceSchema } from './schema';
 import {
   type Backend,
@@ -226,6 +226,8 @@ function normaliseService(raw: RawService, at: string, errors: CatalogError[]): 
 export class CatalogParseCache {
   private current = new Map<string, Service>();
   private next = new Map<string, Service>();
+  /** The last JSON text split and its split: the next split scans only what was edited since. */
+  lastSplit: { readonly text: string; readonly split: JsonServicesSplit } | null = null;
 
   get(fingerprint: string): Service | undefined {
     return this.current.get(fingerprint);
@@ -261,11 +263,33 @@ export function parseCatalog(
   return result;
 }
 
+/** `vip:port/protocol` (`[v6]:port/protocol`) for every VIP and port, VIP-major. */
+function listenerIds(vips: readonly string[], ports: readonly Omit<ServicePort, 'name'>[]): string[] {
+  const ids: string[] = [];
+  for (const vip of vips)
+    for (const p of ports)
+      ids.push(ipFamily(vip) === 6 ? `[${vip}]:${p.port}/${p.protocol}` : `${vip}:${p.port}/${p.protocol}`);
+  return ids;
+}
+
+/** listenerIds() of a validated (frozen) service, computed once per service object. */
+const serviceIds = new WeakMap<Service, readonly string[]>();
+function serviceListenerIds(service: Service): readonly string[] {
+  let ids = serviceIds.get(service);
+  if (ids === undefined) {
+    ids = listenerIds(service.vips, service.ports);
+    serviceIds.set(service, ids);
+  }
+  return ids;
+}
+
 interface ServiceInput {
   /** Cache key: the service's JSON text (as written, or as re-serialised). */
   readonly fingerprint: string;
   /** The parsed service; undefined only for a cache hit on the split path. */
   readonly input: unknown;
+  /** The cache's validated service for this fingerprint, when it has one. */
+  readonly cached?: Service | undefined;
 }
 
 /**
@@ -277,14 +301,16 @@ function splitInputs(
   text: string,
   cache: CatalogParseCache,
 ): { doc: unknown; inputs: ServiceInput[] } | null {
-  const split = splitJsonServices(text);
+  const last = cache.lastSplit;
+  const split = last ? resplitJsonServices(last.text, last.split, text) : splitJsonServices(text);
+  cache.lastSplit = split ? { text, split } : null;
   if (!split) return null;
   try {
     const doc = JSON.parse(split.skeleton);
-    const inputs = split.services.map((fingerprint) => ({
-      fingerprint,
-      input: cache.get(fingerprint) ? undefined : JSON.parse(fingerprint),
-    }));
+    const inputs = split.services.map((fingerprint): ServiceInput => {
+      const cached = cache.get(fingerprint);
+      return { fingerprint, input: cached ? undefined : JSON.parse(fingerprint), cached };
+    });
     return { doc, inputs };
   } catch {
     return null;
@@ -314,13 +340,8 @@ function parseWith(text: string, source: string, cache: CatalogParseCache | unde
   const services: Service[] = [];
   const keys = new Map<string, number>();
   const listeners = new Map<string, number>();
-  /** Cross-service checks: name clashes and VIP:port/protocol used twice. */
-  const identity = (
-    i: number,
-    key: string,
-    vips: readonly string[],
-    ports: readonly Omit<ServicePort, 'name'>[],
-  ) => {
+  /** Cross-service checks: name clashes and VIP:port/protocol used twice (ids from listenerIds()). */
+  const identity = (i: number, key: string, ids: readonly string[], portCount: number) => {
     const at = `services[${i}]`;
     const first = keys.get(key);
     if (first !== undefined) {
@@ -328,24 +349,24 @@ function parseWith(text: string, source: string, cache: CatalogParseCache | unde
     } else {
       keys.set(key, i);
     }
-    for (const vip of vips) {
-      ports.forEach((p, j) => {
-        const id =
-          ipFamily(vip) === 6 ? `[${vip}]:${p.port}/${p.protocol}` : `${vip}:${p.port}/${p.protocol}`;
-        const owner = listeners.get(id);
-        if (owner !== undefined && owner !== i) {
-          errors.push({ path: `${at}.ports[${j}]`, message: `${id} is already used by services[${owner}]` });
-        } else {
-          listeners.set(id, i);
-        }
-      });
+    for (let k = 0; k < ids.length; k++) {
+      const id = ids[k]!;
+      const owner = listeners.get(id);
+      if (owner !== undefined && owner !== i) {
+        errors.push({
+          path: `${at}.ports[${k % portCount}]`,
+          message: `${id} is already used by services[${owner}]`,
+        });
+      } else {
+        listeners.set(id, i);
+      }
     }
   };
-  inputs.forEach(({ fingerprint, input }, i) => {
-    const cached = cache?.get(fingerprint);
+  inputs.forEach(({ fingerprint, input, cached: hit }, i) => {
+    const cached = hit ?? (fast ? undefined : cache?.get(fingerprint));
     if (cached) {
       cache?.keep(fingerprint, cached);
-      identity(i, cached.key, cached.vips, cached.ports);
+      identity(i, cached.key, serviceListenerIds(cached), cached.ports.length);
       services.push(cached);
       return;
     }
@@ -354,7 +375,7 @@ function parseWith(text: string, source: string, cache: CatalogParseCache | unde
       const before = errors.length;
       const service = deepFreeze(normaliseService(one.data, `services[${i}]`, errors));
       if (cache && errors.length === before) cache.keep(fingerprint, service);
-      identity(i, service.key, service.vips, service.ports);
+      identity(i, service.key, serviceListenerIds(service), service.ports.length);
       services.push(service);
       return;
     }
@@ -369,7 +390,8 @@ function parseWith(text: string, source: string, cache: CatalogParseCache | unde
         targetPort: p.port,
         protocol: p.protocol ?? CATALOG_DEFAULTS.protocol,
       }));
-      identity(i, serviceKey(id.data.namespace ?? CATALOG_DEFAULTS.namespace, id.data.name), vips, ports);
+      const key = serviceKey(id.data.namespace ?? CATALOG_DEFAULTS.namespace, id.data.name);
+      identity(i, key, listenerIds(vips, ports), ports.length);
     }
   });
   if (errors.length > 0) return { ok: false, errors };

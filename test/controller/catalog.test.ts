@@ -11,7 +11,7 @@ import {
   parseCatalog,
   parseDuration,
 } from '../../controller/catalog';
-import { splitJsonServices } from '../../controller/catalog/json-split';
+import { resplitJsonServices, splitJsonServices } from '../../controller/catalog/json-split';
 
 const example = readFileSync(join(__dirname, 'fixtures/issue-example.yaml'), 'utf8');
 
@@ -533,5 +533,42 @@ describe('splitJsonServices', () => {
     '{"services":[{"a":"unterminated}]}',
   ])('declines %s', (text) => {
     expect(splitJsonServices(text)).toBeNull();
+  });
+});
+
+describe('resplitJsonServices', () => {
+  const base = JSON.stringify(
+    {
+      domain: 'mesh.local',
+      services: [{ name: 'a', s: '}]"{[' }, { name: 'b', n: [1, 2] }, { name: 'c' }, { name: 'd', x: 'y\\' }],
+    },
+    null,
+    1,
+  );
+  test.each([
+    ['an element edited', base.replace('"n": [', '"n": [0,')],
+    ['the first element edited', base.replace('"a"', '"a2"')],
+    ['the last element edited', base.replace('"d"', '"dd"')],
+    ['an element inserted', base.replace('{\n   "name": "c"', '{"name":"new"},{\n   "name": "c"')],
+    ['an element deleted', base.replace(/,\s*\{\s*"name": "c"\s*\}/, '')],
+    ['every element deleted', '{"domain":"mesh.local","services":[]}'],
+    ['whitespace between elements', base.replace('},\n  {', '} ,\n\n  {')],
+    ['the domain edited', base.replace('mesh.local', 'other.local')],
+    ['a key after the array', base.replace(/\}\s*$/, ',"z":1}')],
+    ['a broken element', base.replace('"name": "b"', '"name": "b",,')],
+    ['an unterminated string', base.replace('"name": "c"', '"name": "c')],
+    ['nothing', base],
+  ])('%s: the same as a full split', (what, text) => {
+    expect(text === base).toBe(what === 'nothing');
+    const prev = splitJsonServices(base)!;
+    expect(resplitJsonServices(base, prev, text)).toEqual(splitJsonServices(text));
+  });
+
+  test('keeps the very same strings for the untouched elements', () => {
+    const prev = splitJsonServices(base)!;
+    const next = resplitJsonServices(base, prev, base.replace('"name": "b"', '"name": "bb"'))!;
+    expect(next.services[0]).toBe(prev.services[0]);
+    expect(next.services[3]).toBe(prev.services[3]);
+    expect(next.services[1]).toContain('"bb"');
   });
 });
