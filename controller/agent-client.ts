@@ -132,7 +132,11 @@ export class AgentClient {
   private readonly logger: Logger;
   private readonly client: grpc.Client;
   private readonly method: grpc.MethodDefinition<AgentMessage, ControllerMessage>;
-  private appliedState: AppliedState;
+  /** What is applied: epoch, version, domain; `revisions` is updated in place on every ACK. */
+  private appliedHead: { epoch: string; version: number; domain: string };
+  private readonly revisions: Map<string, string>;
+  /** The immutable AppliedState handed out by `applied`, built when asked for (one copy per version). */
+  private appliedView: AppliedState | null;
   private stream: SyncStream | null = null;
   private streamFresh = false;
   private inbox: CatalogUpdate[] = [];
@@ -154,7 +158,10 @@ export class AgentClient {
     this.random = options.random ?? Math.random;
     this.backoff = { ...DEFAULT_BACKOFF, ...options.backoff };
     this.logger = (options.logger ?? pino({ level: 'silent' })).child({ component: 'agent-client' });
-    this.appliedState = options.initial ?? EMPTY_STATE;
+    const initial = options.initial ?? EMPTY_STATE;
+    this.appliedHead = { epoch: initial.epoch, version: initial.version, domain: initial.domain };
+    this.revisions = new Map(initial.services);
+    this.appliedView = initial;
     const service = loadPackageDefinition()[SERVICE_NAME] as protoLoader.ServiceDefinition;
     this.method = service.Sync as unknown as grpc.MethodDefinition<AgentMessage, ControllerMessage>;
     this.client = new grpc.Client(options.target, options.credentials ?? grpc.credentials.createInsecure(), {
@@ -166,7 +173,8 @@ export class AgentClient {
   }
 
   get applied(): AppliedState {
-    return this.appliedState;
+    this.appliedView ??= { ...this.appliedHead, services: new Map(this.revisions) };
+    return this.appliedView;
   }
 
   get connectionState(): ConnectionState {
@@ -193,10 +201,13 @@ export class AgentClient {
   /** Accepts the update currently delivered: it becomes the applied state and the controller is told. */
   ack(version: number): void {
     const update = this.take(version, 'ack');
-    const services = new Map(update.kind === 'snapshot' ? [] : this.appliedState.services);
+    // In place: copying every service's revision per ACK would cost O(catalog) for a one-service delta.
+    const services = this.revisions;
+    if (update.kind === 'snapshot') services.clear();
     for (const key of update.deletes) services.delete(key);
     for (const s of update.upserts) services.set(s.key, s.revision);
-    this.appliedState = { epoch: update.epoch, version: update.version, domain: update.domain, services };
+    this.appliedHead = { epoch: update.epoch, version: update.version, domain: update.domain };
+    this.appliedView = null;
     if (this.currentStream === this.stream) this.send({ ack: { version } });
     this.deliver();
   }
@@ -260,14 +271,14 @@ export class AgentClient {
     );
     this.stream = stream;
     this.streamFresh = true;
-    const applied = this.appliedState;
+    const applied = this.appliedHead;
     stream.write({
       hello: {
         node: this.options.node,
         zone: this.options.zone ?? '',
         epoch: applied.epoch,
         version: applied.version,
-        services: [...applied.services].map(([key, revision]) => ({ key, revision })),
+        services: [...this.revisions].map(([key, revision]) => ({ key, revision })),
         agentVersion: this.options.agentVersion ?? '',
       },
     });
@@ -351,7 +362,7 @@ export class AgentClient {
       // Applies only on top of what we have: the same epoch, or the first answer to our Hello (a resync).
       // Whole-service upserts make a delta from `base` correct on any state between base and its version.
       const tip = this.inbox.at(-1) ?? (this.currentStream === this.stream ? this.current : null);
-      const base = tip ?? this.appliedState;
+      const base = tip ?? this.appliedHead;
       const sameEpoch = update.epoch === base.epoch || (fresh && tip === null);
       if (!sameEpoch || update.baseVersion !== base.version) {
         this.logger.debug(

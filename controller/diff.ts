@@ -17,6 +17,22 @@ export interface VersionedDelta<S extends { readonly key: string }> extends Cata
 
 /** Pure diff of two catalogs by service key and deep equality (order changes are not changes). */
 export function diffCatalogs(prev: Catalog | null, next: Catalog): CatalogDiff {
+  // Fast path: the same services in the same order, most of them the very same (cached) objects.
+  if (prev !== null && prev.services.length === next.services.length) {
+    const upserts: Service[] = [];
+    let sameKeys = true;
+    for (let i = 0; i < next.services.length; i++) {
+      const old = prev.services[i]!;
+      const s = next.services[i]!;
+      if (old === s) continue;
+      if (old.key !== s.key) {
+        sameKeys = false;
+        break;
+      }
+      if (!isDeepStrictEqual(old, s)) upserts.push(s);
+    }
+    if (sameKeys) return { upserts, deletes: [] };
+  }
   const before = new Map<string, Service>();
   for (const s of prev?.services ?? []) before.set(s.key, s);
   const upserts: Service[] = [];

@@ -96,19 +96,24 @@ export class HealthAggregator {
     const nodes = new Set<string>();
     const added: string[] = [];
     const removed: string[] = [];
-    const seen = new Set<string>();
+    // Keys are unique in a catalog: when every service known before is still there, none left.
+    const before = this.services.size;
+    let kept = 0;
     for (const service of catalog.services) {
-      seen.add(service.key);
       const old = this.services.get(service.key);
+      if (old !== undefined) kept++;
       if (old === service) continue;
       if (old) this.removeService(old, nodes, removed);
       this.addService(service, nodes, added);
       this.services.set(service.key, service);
     }
-    for (const [key, old] of this.services) {
-      if (seen.has(key)) continue;
-      this.removeService(old, nodes, removed);
-      this.services.delete(key);
+    if (kept !== before) {
+      const seen = new Set(catalog.services.map((s) => s.key));
+      for (const [key, old] of this.services) {
+        if (seen.has(key)) continue;
+        this.removeService(old, nodes, removed);
+        this.services.delete(key);
+      }
     }
     for (const key of removed) if (!this.backends.get(key)?.checked) this.reports.delete(key);
     this.updateReports(added);

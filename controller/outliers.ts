@@ -92,7 +92,10 @@ export class OutlierTracker {
 
   /** A new catalog: entries for backends that left it are dropped. */
   setCatalog(catalog: Catalog): void {
-    this.services = new Map(catalog.services.map((s) => [s.key, s]));
+    // Updated in place (a catalog keeps most of its services): a fresh map only when some left.
+    for (const s of catalog.services) this.services.set(s.key, s);
+    if (this.services.size !== catalog.services.length)
+      this.services = new Map(catalog.services.map((s) => [s.key, s]));
     for (const [key, r] of this.records) {
       const service = this.services.get(r.service);
       const at = r.backend.lastIndexOf(':');

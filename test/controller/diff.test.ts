@@ -77,6 +77,15 @@ describe('diffCatalogs', () => {
     expect(d.deletes).toEqual(['default/c']);
   });
 
+  test('the same services in the same order, mostly the same objects: only the changed one', () => {
+    const b5 = catalog([{ name: 'b', vip: '10.96.0.2', weight: 5 }]).services[0]!;
+    const next: Catalog = { domain: a.domain, services: [a.services[0]!, b5, a.services[2]!] };
+    expect(diffCatalogs(a, next)).toEqual({ upserts: [b5], deletes: [] });
+    // A swap of two services at the same positions is neither a change nor a removal.
+    const swapped: Catalog = { domain: a.domain, services: [a.services[1]!, a.services[0]!, a.services[2]!] };
+    expect(diffCatalogs(a, swapped)).toEqual({ upserts: [], deletes: [] });
+  });
+
   test('the same name in another namespace is another service', () => {
     const next = catalog([
       { name: 'a', vip: '10.96.0.1', namespace: 'prod' },

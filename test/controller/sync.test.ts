@@ -90,6 +90,8 @@ describe('snapshot, delta, ACK and NACK', () => {
       health: 'unknown',
     });
     await waitFor(() => h.server.session('node-a')?.ackedVersion === 1, 'ACK recorded');
+    const appliedAt1 = a.client.applied;
+    expect([...appliedAt1.services.keys()]).toEqual(['default/svc-0', 'default/svc-1', 'default/svc-2']);
 
     // Change one service's weight and remove another.
     const next = services(3);
@@ -100,6 +102,12 @@ describe('snapshot, delta, ACK and NACK', () => {
     expect(delta).toMatchObject({ kind: 'delta', version: 2, baseVersion: 1, deletes: ['default/svc-2'] });
     expect(delta.upserts.map((s) => s.key)).toEqual(['default/svc-1']);
     expect(delta.upserts[0]?.backends[0]?.weight).toBe(7);
+    // The applied state handed out earlier is a snapshot: later ACKs do not change it.
+    expect(appliedAt1.version).toBe(1);
+    expect(appliedAt1.services.size).toBe(3);
+    expect([...a.client.applied.services.keys()]).toEqual(['default/svc-0', 'default/svc-1']);
+    expect(a.client.applied.services.get('default/svc-1')).toBe(delta.upserts[0]?.revision);
+    expect(a.client.applied.services.get('default/svc-1')).not.toBe(appliedAt1.services.get('default/svc-1'));
     expect(a.keys()).toEqual(['default/svc-0', 'default/svc-1']);
 
     await waitFor(() => h.server.session('node-a')?.ackedVersion === 2, 'ACK of the delta recorded');
