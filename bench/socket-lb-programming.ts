@@ -64,7 +64,7 @@ async function main(): Promise<void> {
       if (profile) {
         profile.connect();
         await profile.post('Profiler.enable');
-        await profile.post('Profiler.setSamplingInterval', { interval: 100 });
+        await profile.post('Profiler.setSamplingInterval', { interval: 250 });
         await profile.post('Profiler.start');
       }
       const t0 = performance.now();

@@ -81,9 +81,9 @@ const inRange = (value: unknown, min: number, max: number): value is number =>
 const byIdentity = (a: DesiredMember, b: DesiredMember): number =>
   a.identity < b.identity ? -1 : a.identity > b.identity ? 1 : 0;
 
-// The defaults' config objects, shared by the services that use them (configs are compared by field).
-const configCache = new Map<string, ServiceConfig>();
-const CONFIG_CACHE_MAX = 1024;
+// Consecutive services mostly share one config (the defaults): they share the object too (configs are
+// frozen and compared by field).
+let lastConfig: ServiceConfig | undefined;
 
 function serviceConfig(
   algorithm: number,
@@ -94,10 +94,20 @@ function serviceConfig(
   ejectBaseMs: number,
   ejectMaxMs: number,
 ): ServiceConfig {
-  const signature = `${algorithm},${flags},${maxEjectPct},${affinityTimeoutS},${ejectThreshold},${ejectBaseMs},${ejectMaxMs}`;
-  const cached = configCache.get(signature);
-  if (cached) return cached;
-  const config = Object.freeze({
+  const last = lastConfig;
+  if (
+    last !== undefined &&
+    last.algorithm === algorithm &&
+    last.flags === flags &&
+    last.maxEjectPct === maxEjectPct &&
+    last.affinityTimeoutS === affinityTimeoutS &&
+    last.ejectThreshold === ejectThreshold &&
+    last.ejectBaseMs === ejectBaseMs &&
+    last.ejectMaxMs === ejectMaxMs
+  ) {
+    return last;
+  }
+  lastConfig = Object.freeze({
     algorithm,
     flags,
     maxEjectPct,
@@ -106,9 +116,7 @@ function serviceConfig(
     ejectBaseMs,
     ejectMaxMs,
   });
-  if (configCache.size >= CONFIG_CACHE_MAX) configCache.clear();
-  configCache.set(signature, config);
-  return config;
+  return lastConfig;
 }
 
 function desiredService(spec: ServiceSpec, index: number, settings: LbSettings): DesiredService {

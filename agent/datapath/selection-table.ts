@@ -79,14 +79,24 @@ export function buildSelectionTable(weights: readonly number[], tableSize: numbe
   return interleaveSlots(apportionSlots(weights, tableSize));
 }
 
+let last: { weights: number[]; tableSize: number; table: readonly number[] } | undefined;
+
 /** buildSelectionTable, shared (frozen) for every caller with the same weights and table size. */
 export function selectionTableFor(weights: readonly number[], tableSize: number): readonly number[] {
+  // Consecutive services usually repeat the last weight vector: checked without building a signature.
+  if (last !== undefined && last.tableSize === tableSize && last.weights.length === weights.length) {
+    let same = true;
+    for (let i = 0; same && i < weights.length; i++) same = last.weights[i] === weights[i];
+    if (same) return last.table;
+  }
   let signature = String(tableSize);
   for (let i = 0; i < weights.length; i++) signature += `,${weights[i]}`;
-  const cached = tableCache.get(signature);
-  if (cached) return cached;
-  const table = Object.freeze(buildSelectionTable(weights, tableSize));
-  if (tableCache.size >= TABLE_CACHE_MAX) tableCache.clear();
-  tableCache.set(signature, table);
+  let table = tableCache.get(signature);
+  if (!table) {
+    table = Object.freeze(buildSelectionTable(weights, tableSize));
+    if (tableCache.size >= TABLE_CACHE_MAX) tableCache.clear();
+    tableCache.set(signature, table);
+  }
+  last = { weights: [...weights], tableSize, table };
   return table;
 }

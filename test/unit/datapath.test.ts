@@ -219,13 +219,15 @@ describe('fast paths agree with the general ones', () => {
         { vip: '10.96.0.1', port: 80, algorithm: 'weighted', backends: weights([1, 2, 3]) },
         { vip: '10.96.0.2', port: 80, algorithm: 'weighted', backends: weights([1, 2, 3]) },
         { vip: '10.96.0.3', port: 80, algorithm: 'weighted', backends: weights([3, 2, 1]) },
+        { vip: '10.96.0.4', port: 80, algorithm: 'round-robin', backends: weights([1, 2, 3]) },
       ],
       settings,
     );
-    const [a, b, c] = [...desired.values()];
+    const [a, b, c, d] = [...desired.values()];
     expect(a!.table).toEqual(buildSelectionTable([1, 2, 3], settings.tableSize));
     expect(b!.table).toBe(a!.table);
     expect(c!.table).toEqual(buildSelectionTable([3, 2, 1], settings.tableSize));
+    expect(d!.table).toBe(a!.table);
     expect(Object.isFrozen(a!.table)).toBe(true);
   });
 });
