@@ -79,7 +79,9 @@ export function validateOutlier(o: WireOutlierEjection, index: number): string |
 }
 
 export class OutlierTracker {
-  private services = new Map<string, Service>();
+  private catalog: Catalog | null = null;
+  /** The catalog's services by key, built when first needed after a catalog change (reports are rare). */
+  private byKey: Map<string, Service> | null = null;
   /** node|service|frontend|backend → what the node reported. */
   private readonly records = new Map<string, OutlierEjectionStatus>();
   private readonly wallNow: () => number;
@@ -92,16 +94,19 @@ export class OutlierTracker {
 
   /** A new catalog: entries for backends that left it are dropped. */
   setCatalog(catalog: Catalog): void {
-    // Updated in place (a catalog keeps most of its services): a fresh map only when some left.
-    for (const s of catalog.services) this.services.set(s.key, s);
-    if (this.services.size !== catalog.services.length)
-      this.services = new Map(catalog.services.map((s) => [s.key, s]));
+    this.catalog = catalog;
+    this.byKey = null;
     for (const [key, r] of this.records) {
-      const service = this.services.get(r.service);
+      const service = this.service(r.service);
       const at = r.backend.lastIndexOf(':');
       const address = r.backend.slice(0, at).replace(/^\[|\]$/g, '');
       if (!service || !this.serves(service, address, Number(r.backend.slice(at + 1)))) this.drop(key, r);
     }
+  }
+
+  private service(key: string): Service | undefined {
+    this.byKey ??= new Map(this.catalog?.services.map((s) => [s.key, s]));
+    return this.byKey.get(key);
   }
 
   /** Records a node's reports (already validated with validateOutlier). */
@@ -111,7 +116,7 @@ export class OutlierTracker {
     let ignored = 0;
     for (const o of outliers) {
       const address = normaliseIp(o.address)!;
-      const service = this.services.get(o.service);
+      const service = this.service(o.service);
       if (!service || !this.serves(service, address, o.port)) {
         ignored++;
         this.log.debug(

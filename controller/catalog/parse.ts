@@ -224,23 +224,48 @@ function normaliseService(raw: RawService, at: string, errors: CatalogError[]): 
  * It keeps only the entries the latest parse used.
  */
 export class CatalogParseCache {
-  private current = new Map<string, Service>();
-  private next = new Map<string, Service>();
+  /** Validated services by fingerprint; `used` is the last parse (generation) that used the entry. */
+  private current = new Map<string, { readonly service: Service; used: number }>();
+  /** Entries new in this parse. */
+  private next = new Map<string, { readonly service: Service; used: number }>();
+  private generation = 1;
+  /** Distinct entries of `current` used by this parse. */
+  private hits = 0;
+  /** The services of the last parse that succeeded (for the cross-service checks' shortcut). */
+  lastServices: readonly Service[] | null = null;
   /** The last JSON text split and its split: the next split scans only what was edited since. */
   lastSplit: { readonly text: string; readonly split: JsonServicesSplit } | null = null;
 
   get(fingerprint: string): Service | undefined {
-    return this.current.get(fingerprint);
+    return this.current.get(fingerprint)?.service;
   }
 
   keep(fingerprint: string, service: Service): void {
-    this.next.set(fingerprint, service);
+    const entry = this.current.get(fingerprint);
+    if (entry?.service === service) {
+      if (entry.used !== this.generation) {
+        entry.used = this.generation;
+        this.hits++;
+      }
+    } else {
+      this.next.set(fingerprint, { service, used: this.generation });
+    }
   }
 
-  /** Ends a parse: the entries it used become the cache. */
+  /** Ends a parse: the entries it used become the cache (updated in place when none went unused). */
   commit(): void {
-    this.current = this.next;
+    if (this.hits === this.current.size) {
+      for (const [fingerprint, entry] of this.next) this.current.set(fingerprint, entry);
+    } else {
+      const kept = new Map<string, { readonly service: Service; used: number }>();
+      for (const [fingerprint, entry] of this.current)
+        if (entry.used === this.generation) kept.set(fingerprint, entry);
+      for (const [fingerprint, entry] of this.next) kept.set(fingerprint, entry);
+      this.current = kept;
+    }
     this.next = new Map();
+    this.hits = 0;
+    this.generation++;
   }
 
   get size(): number {
@@ -281,6 +306,18 @@ function serviceListenerIds(service: Service): readonly string[] {
     serviceIds.set(service, ids);
   }
   return ids;
+}
+
+function sameIdentity(
+  a: { key: string; ids: readonly string[]; portCount: number },
+  b: { key: string; ids: readonly string[]; portCount: number },
+): boolean {
+  return (
+    a.key === b.key &&
+    a.portCount === b.portCount &&
+    a.ids.length === b.ids.length &&
+    a.ids.every((id, k) => id === b.ids[k])
+  );
 }
 
 interface ServiceInput {
@@ -338,14 +375,22 @@ function parseWith(text: string, source: string, cache: CatalogParseCache | unde
 
   const errors: CatalogError[] = [];
   const services: Service[] = [];
+  /** Each service's identity for the cross-service checks (null when not even that is readable). */
+  const identities: ({ key: string; ids: readonly string[]; portCount: number } | null)[] = [];
+  /** Where each service's own errors end in `errors`. */
+  const errorsEnd: number[] = [];
   const keys = new Map<string, number>();
   const listeners = new Map<string, number>();
   /** Cross-service checks: name clashes and VIP:port/protocol used twice (ids from listenerIds()). */
-  const identity = (i: number, key: string, ids: readonly string[], portCount: number) => {
+  const identity = (
+    out: CatalogError[],
+    i: number,
+    { key, ids, portCount }: { key: string; ids: readonly string[]; portCount: number },
+  ) => {
     const at = `services[${i}]`;
     const first = keys.get(key);
     if (first !== undefined) {
-      errors.push({ path: `${at}.name`, message: `service ${key} is already defined at services[${first}]` });
+      out.push({ path: `${at}.name`, message: `service ${key} is already defined at services[${first}]` });
     } else {
       keys.set(key, i);
     }
@@ -353,7 +398,7 @@ function parseWith(text: string, source: string, cache: CatalogParseCache | unde
       const id = ids[k]!;
       const owner = listeners.get(id);
       if (owner !== undefined && owner !== i) {
-        errors.push({
+        out.push({
           path: `${at}.ports[${k % portCount}]`,
           message: `${id} is already used by services[${owner}]`,
         });
@@ -362,12 +407,18 @@ function parseWith(text: string, source: string, cache: CatalogParseCache | unde
       }
     }
   };
+  const identityOf = (service: Service) => ({
+    key: service.key,
+    ids: serviceListenerIds(service),
+    portCount: service.ports.length,
+  });
   inputs.forEach(({ fingerprint, input, cached: hit }, i) => {
     const cached = hit ?? (fast ? undefined : cache?.get(fingerprint));
     if (cached) {
       cache?.keep(fingerprint, cached);
-      identity(i, cached.key, serviceListenerIds(cached), cached.ports.length);
+      identities.push(identityOf(cached));
       services.push(cached);
+      errorsEnd.push(errors.length);
       return;
     }
     const one = ServiceSchema.safeParse(input, { error: fallbackMessage });
@@ -375,11 +426,14 @@ function parseWith(text: string, source: string, cache: CatalogParseCache | unde
       const before = errors.length;
       const service = deepFreeze(normaliseService(one.data, `services[${i}]`, errors));
       if (cache && errors.length === before) cache.keep(fingerprint, service);
-      identity(i, service.key, serviceListenerIds(service), service.ports.length);
+      identities.push(identityOf(service));
       services.push(service);
+      errorsEnd.push(errors.length);
       return;
     }
     errors.push(...zodErrors(one.error, ['services', i]));
+    identities.push(null);
+    errorsEnd.push(errors.length);
     // The service is invalid, but its identity may still clash with others: check what is readable.
     const id = IdentitySchema.safeParse(input);
     if (id.success) {
@@ -391,10 +445,26 @@ function parseWith(text: string, source: string, cache: CatalogParseCache | unde
         protocol: p.protocol ?? CATALOG_DEFAULTS.protocol,
       }));
       const key = serviceKey(id.data.namespace ?? CATALOG_DEFAULTS.namespace, id.data.name);
-      identity(i, key, listenerIds(vips, ports), ports.length);
+      identities[i] = { key, ids: listenerIds(vips, ports), portCount: ports.length };
     }
   });
+  // The cross-service checks can be skipped when every service is valid and has the identity (key, VIPs
+  // and ports) of the service at the same place in the last good catalog, which passed them.
+  const last = cache?.lastServices;
+  const sameIdentities =
+    errors.length === 0 &&
+    last?.length === services.length &&
+    services.every((s, i) => s === last[i] || sameIdentity(identities[i]!, identityOf(last[i]!)));
+  if (!sameIdentities) {
+    // Each service's own errors, then its clashes with the ones before it.
+    const own = errors.splice(0);
+    identities.forEach((id, i) => {
+      for (let k = i === 0 ? 0 : errorsEnd[i - 1]!; k < errorsEnd[i]!; k++) errors.push(own[k]!);
+      if (id !== null) identity(errors, i, id);
+    });
+  }
   if (errors.length > 0) return { ok: false, errors };
+  if (cache) cache.lastServices = services;
   const catalog: Catalog = { domain: parsed.data.domain ?? CATALOG_DEFAULTS.domain, services };
   return { ok: true, catalog: deepFreeze(catalog) };
 }

@@ -501,6 +501,28 @@ describe('re-parsing with a cache', () => {
     ]);
   });
 
+  test.each([
+    ['renamed onto another', (d: ReturnType<typeof doc>) => Object.assign(d.services[2]!, { name: 'a' })],
+    [
+      'moved onto another VIP',
+      (d: ReturnType<typeof doc>) => Object.assign(d.services[2]!, { vip: '10.96.0.1' }),
+    ],
+    ['an invalid one between', (d: ReturnType<typeof doc>) => Object.assign(d.services[1]!, { vip: 'nope' })],
+  ])('a changed service %s: same errors as without a cache, in the same order', (_what, edit) => {
+    const cache = new CatalogParseCache();
+    expect(parseCatalog(JSON.stringify(doc(1)), 'x', { cache }).ok).toBe(true);
+    const bad = doc(1);
+    edit(bad);
+    const text = JSON.stringify(bad);
+    const withCache = parseCatalog(text, 'x', { cache });
+    expect(withCache.ok).toBe(false);
+    expect(withCache).toEqual(parseCatalog(text, 'x'));
+    // And back: the last good catalog is what the shortcut compares with.
+    expect(parseCatalog(JSON.stringify(doc(3)), 'x', { cache })).toEqual(
+      parseCatalog(JSON.stringify(doc(3)), 'x'),
+    );
+  });
+
   test('JSON with a syntax error inside a service falls back to the normal error', () => {
     const cache = new CatalogParseCache();
     parseCatalog(JSON.stringify(doc(1)), 'x', { cache });
