@@ -1,5 +1,5 @@
 import { type FSWatcher, watch } from 'node:fs';
-import { readFile, stat } from 'node:fs/promises';
+import { open, stat } from 'node:fs/promises';
 import { basename, dirname } from 'node:path';
 import type { Logger } from 'pino';
 import { CatalogParseCache, formatCatalogError, parseCatalog } from './catalog/parse';
@@ -112,9 +112,9 @@ export class FileCatalogSource implements CatalogSource {
     let text: string;
     const started = this.options.clock.now();
     try {
-      const st = await stat(this.options.path);
-      this.lastStat = `${st.size}:${st.mtimeMs}:${st.ino}`;
-      text = await readFile(this.options.path, 'utf8');
+      const file = await readWhole(this.options.path);
+      this.lastStat = file.signature;
+      text = file.text;
     } catch (err) {
       this.lastText = null;
       this.invalid([{ path: '', message: `cannot read ${this.options.path}: ${(err as Error).message}` }]);
@@ -152,6 +152,32 @@ export class FileCatalogSource implements CatalogSource {
       first ? 'catalog is invalid, keeping the last good one' : 'catalog is still invalid',
     );
     this.listener?.onInvalid(errors);
+  }
+}
+
+/**
+ * Reads a file with one open, one fstat and (normally) one read of its whole size, instead of
+ * readFile's chunked reads (several thread-pool round trips for a multi-MiB catalog). The stat
+ * signature is of the file actually read.
+ */
+async function readWhole(path: string): Promise<{ text: string; signature: string }> {
+  const handle = await open(path, 'r');
+  try {
+    const st = await handle.stat();
+    const signature = `${st.size}:${st.mtimeMs}:${st.ino}`;
+    // Size unknown (not a regular file): read to the end the ordinary way.
+    if (st.size === 0) return { text: await handle.readFile('utf8'), signature };
+    // Exactly the size seen: a file that grows meanwhile sends another change event.
+    const buffer = Buffer.allocUnsafe(st.size);
+    let length = 0;
+    while (length < st.size) {
+      const { bytesRead } = await handle.read(buffer, length, st.size - length, length);
+      if (bytesRead === 0) break;
+      length += bytesRead;
+    }
+    return { text: buffer.toString('utf8', 0, length), signature };
+  } finally {
+    await handle.close();
   }
 }
 
