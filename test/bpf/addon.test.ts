@@ -163,6 +163,13 @@ describePrivileged('native addon: objects, maps and test runs', () => {
     expect(short.message).toMatch(/key must be 4 bytes.*got 3/);
     expect(thrown(() => map.update(u32(1), Buffer.alloc(4))).message).toMatch(/value must be 8 bytes.*got 4/);
     expect(thrown(() => map.lookup('x' as unknown as Buffer)).message).toMatch(/key must be a Buffer/);
+    // Batch elements are named by their index.
+    expect(thrown(() => map.updateBatch([u32(1), Buffer.alloc(2)], [u64(1), u64(2)])).message).toMatch(
+      /keys\[1\] must be 4 bytes, got 2/,
+    );
+    expect(thrown(() => map.updateBatch([u32(1)], ['x' as unknown as Buffer])).message).toMatch(
+      /values\[0\] must be a Buffer/,
+    );
     expect(thrown(() => map.update(u32(1), u64(1), 'sometimes' as 'any')).message).toMatch(/flag must be/);
     expect(thrown(() => map.updateBatch([u32(1)], [u64(1), u64(2)])).message).toMatch(/same length/);
     expect(thrown(() => map.updateBatch([u32(1), u64(1)], [u64(1), u64(2)])).message).toMatch(
