@@ -318,7 +318,12 @@ describePrivileged('fast path in the agent', () => {
       '--fastpath',
       'mesh',
     ]) as RunConfig;
-    const running = await runAgent(config, { bpf: () => nativeBpf, logDestination: new PassThrough() });
+    const running = await runAgent(config, { bpf: () => nativeBpf, logDestination: new PassThrough() }).catch(
+      (error: unknown) => {
+        rmSync(file, { force: true });
+        throw error;
+      },
+    );
     try {
       expect(running.fastPath?.mode).toBe('mesh');
       expect(running.fastPath?.fastPath?.endpoints()).toEqual([{ ip: '127.0.0.1', port }]);
