@@ -18,7 +18,7 @@ import { loadAgentConfig, type RunConfig } from '../../agent/config';
 import type { MemorySink } from '../../agent/datapath-sink';
 import { type RunningAgent, runAgent } from '../../agent/main';
 import { catalogDoc, type Harness, startController } from '../controller/helpers';
-import { makePki, type Pki } from './support/pki';
+import { makePki, type Pki } from '../support/pki';
 
 const HEALTH = {
   protocol: 'tcp',

@@ -1,6 +1,3 @@
-import { execFileSync } from 'node:child_process';
-import { writeFileSync } from 'node:fs';
-import { join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import type * as protoLoader from '@grpc/proto-loader';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
@@ -11,74 +8,11 @@ import {
   loadPackageDefinition,
   SERVICE_NAME,
 } from '../../controller/protocol';
+import { makePki, type Pki } from '../support/pki';
 import { catalogDoc, type Harness, startController, TestAgent, tempDir, waitFor } from './helpers';
 
-/** A throwaway CA with a server certificate for 127.0.0.1 and client certificates, made with the openssl CLI. */
-function makePki(dir: string) {
-  const run = (...args: string[]) => execFileSync('openssl', args, { cwd: dir, stdio: 'pipe' });
-  const ca = (name: string) =>
-    run(
-      'req',
-      '-x509',
-      '-newkey',
-      'ec',
-      '-pkeyopt',
-      'ec_paramgen_curve:P-256',
-      '-nodes',
-      '-keyout',
-      `${name}.key`,
-      '-out',
-      `${name}.crt`,
-      '-days',
-      '1',
-      '-subj',
-      `/CN=${name}`,
-    );
-  const leaf = (name: string, caName: string, ext: string) => {
-    writeFileSync(join(dir, `${name}.ext`), ext);
-    run(
-      'req',
-      '-newkey',
-      'ec',
-      '-pkeyopt',
-      'ec_paramgen_curve:P-256',
-      '-nodes',
-      '-keyout',
-      `${name}.key`,
-      '-out',
-      `${name}.csr`,
-      '-subj',
-      `/CN=${name}`,
-    );
-    run(
-      'x509',
-      '-req',
-      '-in',
-      `${name}.csr`,
-      '-CA',
-      `${caName}.crt`,
-      '-CAkey',
-      `${caName}.key`,
-      '-CAcreateserial',
-      '-out',
-      `${name}.crt`,
-      '-days',
-      '1',
-      '-extfile',
-      `${name}.ext`,
-    );
-  };
-  ca('sluice-ca');
-  ca('rogue-ca');
-  leaf('controller', 'sluice-ca', 'subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n');
-  leaf('node-a', 'sluice-ca', 'extendedKeyUsage=clientAuth\n');
-  leaf('intruder', 'rogue-ca', 'extendedKeyUsage=clientAuth\n');
-  const file = (n: string) => join(dir, n);
-  return { file };
-}
-
 describe('mTLS', () => {
-  let pki: ReturnType<typeof makePki>;
+  let pki: Pki;
   let h: Harness;
   let cleanup: () => void;
 

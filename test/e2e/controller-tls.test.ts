@@ -14,7 +14,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeAll, expect, it } from 'vitest';
-import { makePki, type Pki } from '../agent/support/pki';
+import { makePki, type Pki } from '../support/pki';
 import { describePrivileged } from '../support/privileged';
 import { createSandbox, type Netns, type Sandbox } from '../support/sandbox';
 import {
