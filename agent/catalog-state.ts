@@ -17,7 +17,7 @@ import { mkdir, open, readFile, rename, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { z } from 'zod';
 import type { AppliedState } from '../controller/agent-client';
-import { fromWireService, type SyncedService, toWireHealth, type WireService } from '../controller/protocol';
+import { fromWireService, type SyncedService, toWireService, type WireService } from '../controller/protocol';
 
 export const STATE_FILE = 'catalog.json';
 const FORMAT = 1;
@@ -100,47 +100,7 @@ const fileSchema = z.object({
 
 /** The wire form of a service as received (revision kept as the controller stamped it). Pure. */
 export function toWire(s: SyncedService): WireService {
-  const hc = s.healthCheck;
-  return {
-    key: s.key,
-    name: s.name,
-    namespace: s.namespace,
-    revision: s.revision,
-    vips: [...s.vips],
-    ports: s.ports.map((p) => ({
-      name: p.name ?? '',
-      port: p.port,
-      targetPort: p.targetPort,
-      protocol: p.protocol,
-    })),
-    algorithm: s.algorithm,
-    affinity: { mode: s.affinity.mode, timeoutMs: s.affinity.timeoutMs },
-    trafficDistribution: s.trafficDistribution,
-    healthCheck: hc
-      ? {
-          protocol: hc.protocol,
-          path: hc.path,
-          service: hc.service,
-          port: hc.port ?? 0,
-          intervalMs: hc.intervalMs,
-          timeoutMs: hc.timeoutMs,
-          healthyThreshold: hc.healthyThreshold,
-          unhealthyThreshold: hc.unhealthyThreshold,
-          expectedStatusMin: hc.expectedStatus.min,
-          expectedStatusMax: hc.expectedStatus.max,
-        }
-      : null,
-    outlierDetection: s.outlierDetection ? { ...s.outlierDetection } : null,
-    backends: s.backends.map((b) => ({
-      address: b.address,
-      port: b.port ?? 0,
-      weight: b.weight,
-      node: b.node ?? '',
-      zone: b.zone ?? '',
-      health: toWireHealth(b.health),
-      healthReason: b.healthReason,
-    })),
-  };
+  return toWireService(s, (b) => ({ state: b.health, reason: b.healthReason }), s.revision);
 }
 
 /** The file's text for a state. Pure. */

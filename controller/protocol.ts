@@ -234,8 +234,15 @@ export function fromWireHealth(state: string): HealthState | null {
   return FROM_WIRE_HEALTH[state] ?? null;
 }
 
-/** Builds the wire form of a service with its backends' health, stamped with a content revision. */
-export function toWireService(service: Service, health: (backend: Backend) => BackendHealth): WireService {
+/**
+ * Builds the wire form of a service with its backends' health, stamped with a content revision (or with
+ * `revision` when the caller already has the controller's stamp, as an agent persisting what it got does).
+ */
+export function toWireService<B extends Backend>(
+  service: Omit<Service, 'backends'> & { readonly backends: readonly B[] },
+  health: (backend: B) => BackendHealth,
+  revision?: string,
+): WireService {
   const hc = service.healthCheck;
   const od = service.outlierDetection;
   const wire: WireService = {
@@ -287,7 +294,7 @@ export function toWireService(service: Service, health: (backend: Backend) => Ba
       };
     }),
   };
-  wire.revision = createHash('sha256').update(JSON.stringify(wire)).digest('hex').slice(0, 16);
+  wire.revision = revision ?? createHash('sha256').update(JSON.stringify(wire)).digest('hex').slice(0, 16);
   return Object.freeze(wire);
 }
 
