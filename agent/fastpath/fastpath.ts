@@ -102,25 +102,28 @@ export function probeFastPath(
   }
 }
 
+/** Every counter at zero: the start of a sum, and what an unloaded fast path reports. */
+export const ZERO_FASTPATH_COUNTERS: Readonly<FastPathCounters> = Object.freeze({
+  inserts: 0n,
+  insertFailures: 0n,
+  redirectedMsgs: 0n,
+  redirectedBytes: 0n,
+  fallbackMsgs: 0n,
+  fallbackBytes: 0n,
+  fallbackNoPeer: 0n,
+  fallbackBackpressure: 0n,
+  fallbackDisabled: 0n,
+  fallbackPolicy: 0n,
+  redirectErrors: 0n,
+  stateFailures: 0n,
+  skippedBlocking: 0n,
+  fallbackBlocking: 0n,
+  fallbackStreaming: 0n,
+  leftMap: 0n,
+});
+
 function sumCounters(perCpu: Buffer[]): FastPathCounters {
-  const total = {
-    inserts: 0n,
-    insertFailures: 0n,
-    redirectedMsgs: 0n,
-    redirectedBytes: 0n,
-    fallbackMsgs: 0n,
-    fallbackBytes: 0n,
-    fallbackNoPeer: 0n,
-    fallbackBackpressure: 0n,
-    fallbackDisabled: 0n,
-    fallbackPolicy: 0n,
-    redirectErrors: 0n,
-    stateFailures: 0n,
-    skippedBlocking: 0n,
-    fallbackBlocking: 0n,
-    fallbackStreaming: 0n,
-    leftMap: 0n,
-  };
+  const total = { ...ZERO_FASTPATH_COUNTERS };
   for (const buf of perCpu) {
     const s = FpStatsCodec.decode(buf);
     total.inserts += s.inserts;

@@ -15,7 +15,7 @@ import { FpConfigCodec } from '../../agent/abi/fastpath';
 import { loadAgentConfig, type RunConfig } from '../../agent/config';
 import { MemorySink } from '../../agent/datapath-sink';
 import type { FastPathCounters } from '../../agent/fastpath/fastpath';
-import { MAP_CONFIG } from '../../agent/fastpath/fastpath';
+import { MAP_CONFIG, ZERO_FASTPATH_COUNTERS } from '../../agent/fastpath/fastpath';
 import {
   AgentFastPath,
   FASTPATH_OBJECT_PATH,
@@ -61,25 +61,7 @@ function service(
 }
 
 function counters(values: Partial<FastPathCounters>): FastPathCounters {
-  const zero: FastPathCounters = {
-    inserts: 0n,
-    insertFailures: 0n,
-    redirectedMsgs: 0n,
-    redirectedBytes: 0n,
-    fallbackMsgs: 0n,
-    fallbackBytes: 0n,
-    fallbackNoPeer: 0n,
-    fallbackBackpressure: 0n,
-    fallbackDisabled: 0n,
-    fallbackPolicy: 0n,
-    redirectErrors: 0n,
-    stateFailures: 0n,
-    skippedBlocking: 0n,
-    fallbackBlocking: 0n,
-    fallbackStreaming: 0n,
-    leftMap: 0n,
-  };
-  return { ...zero, ...values };
+  return { ...ZERO_FASTPATH_COUNTERS, ...values };
 }
 
 /** The value of one unlabelled (or fully labelled) series in Prometheus text, undefined when absent. */
