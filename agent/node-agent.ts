@@ -13,7 +13,7 @@
  * new snapshot through applyCatalog like any other.
  */
 import type { Logger } from 'pino';
-import { type Backend, backendId, type Catalog, type Protocol, type Service } from '../controller/catalog';
+import type { Backend, Catalog, Protocol, Service } from '../controller/catalog';
 import {
   datapathChange,
   dirtyServices,
@@ -22,7 +22,8 @@ import {
   serviceOfHealthKey,
 } from './agent-sync';
 import type { HealthScheduler, HealthTransition, ProbeResult } from './health/scheduler';
-import type { HealthCheckSpec, ProbeTarget } from './health/types';
+import { probeTargets as catalogProbeTargets, refKey } from './health/targets';
+import type { ProbeTarget } from './health/types';
 import { type BackendHealth, chooseBackends, type LocalityTier } from './locality';
 import { type AgentMetrics, backendLabel } from './metrics';
 
@@ -153,7 +154,7 @@ export interface NodeAgentOptions {
 
 /** Identity of a backend within a service, for health and ejection bookkeeping. */
 export function healthKey(service: string, backend: Pick<Backend, 'address' | 'port'>): string {
-  return `${service}|${backendId(backend)}`;
+  return refKey({ service, address: backend.address, port: backend.port });
 }
 
 /** The port connections to this backend go to, for a service port. */
@@ -250,35 +251,9 @@ export function planServices(input: PlanContext & { readonly catalog: Catalog })
   return { services, choices };
 }
 
-/** Active health-check targets for the backends this node probes. */
+/** Active health-check targets for the backends this node probes (agent/health/targets.ts). */
 export function probeTargets(catalog: Catalog, owns: ProbeOwnership): ProbeTarget[] {
-  const targets: ProbeTarget[] = [];
-  for (const service of catalog.services) {
-    const check = service.healthCheck;
-    if (!check) continue;
-    const spec: HealthCheckSpec = {
-      protocol: check.protocol,
-      intervalMs: check.intervalMs,
-      timeoutMs: check.timeoutMs,
-      healthyThreshold: check.healthyThreshold,
-      unhealthyThreshold: check.unhealthyThreshold,
-      path: check.path,
-      expectedStatus: check.expectedStatus,
-      grpcService: check.service,
-    };
-    const firstTarget = service.ports[0]?.targetPort ?? 0;
-    for (const backend of service.backends) {
-      if (backend.weight === 0 || !owns(service.key, backend)) continue;
-      targets.push({
-        key: healthKey(service.key, backend),
-        service: service.key,
-        address: backend.address,
-        port: check.port ?? backend.port ?? firstTarget,
-        check: spec,
-      });
-    }
-  }
-  return targets;
+  return catalogProbeTargets(catalog.services, (service, backend) => owns(service.key, backend));
 }
 
 interface EjectionMemory {

@@ -67,7 +67,8 @@ export function probeTargets(services: readonly Service[], select: ProbeSelector
     if (!check) continue;
     const spec = checkSpec(check);
     for (const backend of service.backends) {
-      if (!select(service, backend)) continue;
+      // Weight 0 is drained: never programmed, so never probed.
+      if (backend.weight === 0 || !select(service, backend)) continue;
       const port = probePort(service, backend);
       if (port === undefined) continue;
       const ref = { service: service.key, address: backend.address, port: backend.port };
