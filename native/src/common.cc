@@ -236,4 +236,30 @@ std::string FdKind(int fd) {
 
 int DupFd(int fd) { return fcntl(fd, F_DUPFD_CLOEXEC, 3); }
 
+int OpenPinnedOfKind(v8::Local<v8::Value> arg, const std::string& kind, const std::string& noun) {
+  std::string path;
+  if (!ArgString(arg, "bpf_obj_get", "path", &path)) return -1;
+  int fd = bpf_obj_get(path.c_str());
+  if (fd < 0) {
+    ThrowBpfError("bpf_obj_get", errno, "", path);
+    return -1;
+  }
+  if (FdKind(fd) != kind) {
+    close(fd);
+    ThrowBpfError("bpf_obj_get", EINVAL, "", path + " is not " + noun);
+    return -1;
+  }
+  return fd;
+}
+
+bool PinFd(int fd, v8::Local<v8::Value> arg) {
+  std::string path;
+  if (!ArgString(arg, "bpf_obj_pin", "path", &path)) return false;
+  if (bpf_obj_pin(fd, path.c_str()) != 0) {
+    ThrowBpfError("bpf_obj_pin", errno, "", path);
+    return false;
+  }
+  return true;
+}
+
 }  // namespace sluice

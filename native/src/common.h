@@ -82,6 +82,13 @@ std::string FdKind(int fd);
 // A CLOEXEC duplicate of fd (libbpf owns the original), or -1 with errno set.
 int DupFd(int fd);
 
+// Opens the pin at the path in `arg` and checks it is a `kind` ("map", "prog", "link"); returns the
+// fd, or -1 after throwing (ENOENT for a missing pin, EINVAL naming the path for the wrong kind).
+int OpenPinnedOfKind(v8::Local<v8::Value> arg, const std::string& kind, const std::string& noun);
+
+// Pins fd at the path in `arg` (bpf_obj_pin); false after throwing.
+bool PinFd(int fd, v8::Local<v8::Value> arg);
+
 // ---- handles ------------------------------------------------------------------------------------
 
 // A map fd plus its cached geometry (so argument sizes are checked without a syscall).

@@ -336,10 +336,7 @@ NAN_METHOD(MapHandle::DeleteBatch) {
 
 NAN_METHOD(MapHandle::Pin) {
   MAP_SELF("bpf_obj_pin");
-  std::string path;
-  if (!ArgString(info[0], "bpf_obj_pin", "path", &path)) return;
-  if (bpf_obj_pin(self->fd_, path.c_str()) != 0)
-    return ThrowBpfError("bpf_obj_pin", errno, "", path);
+  PinFd(self->fd_, info[0]);
 }
 
 NAN_METHOD(MapHandle::CloseMethod) { ObjectWrap::Unwrap<MapHandle>(info.This())->Close(); }
@@ -382,14 +379,8 @@ NAN_METHOD(CreateMap) {
 
 // openPinnedMap(path) -> MapHandle
 NAN_METHOD(OpenPinnedMap) {
-  std::string path;
-  if (!ArgString(info[0], "bpf_obj_get", "path", &path)) return;
-  int fd = bpf_obj_get(path.c_str());
-  if (fd < 0) return ThrowBpfError("bpf_obj_get", errno, "", path);
-  if (FdKind(fd) != "map") {
-    close(fd);
-    return ThrowBpfError("bpf_obj_get", EINVAL, "", path + " is not a map");
-  }
+  int fd = OpenPinnedOfKind(info[0], "map", "a map");
+  if (fd < 0) return;
   v8::Local<v8::Value> handle = MapHandle::Make(fd, "openPinnedMap");
   if (!handle.IsEmpty()) info.GetReturnValue().Set(handle);
 }

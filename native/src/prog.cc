@@ -389,24 +389,15 @@ NAN_METHOD(ProgHandle::TestRun) {
 
 NAN_METHOD(ProgHandle::Pin) {
   PROG_SELF("bpf_obj_pin");
-  std::string path;
-  if (!ArgString(info[0], "bpf_obj_pin", "path", &path)) return;
-  if (bpf_obj_pin(self->fd_, path.c_str()) != 0)
-    return ThrowBpfError("bpf_obj_pin", errno, "", path);
+  PinFd(self->fd_, info[0]);
 }
 
 NAN_METHOD(ProgHandle::CloseMethod) { ObjectWrap::Unwrap<ProgHandle>(info.This())->Close(); }
 
 // openPinnedProgram(path) -> ProgHandle (attach type unknown: inferred from the type or given)
 NAN_METHOD(OpenPinnedProgram) {
-  std::string path;
-  if (!ArgString(info[0], "bpf_obj_get", "path", &path)) return;
-  int fd = bpf_obj_get(path.c_str());
-  if (fd < 0) return ThrowBpfError("bpf_obj_get", errno, "", path);
-  if (FdKind(fd) != "prog") {
-    close(fd);
-    return ThrowBpfError("bpf_obj_get", EINVAL, "", path + " is not a program");
-  }
+  int fd = OpenPinnedOfKind(info[0], "prog", "a program");
+  if (fd < 0) return;
   v8::Local<v8::Value> handle = ProgHandle::Make(fd, "", "", -1, "openPinnedProgram");
   if (!handle.IsEmpty()) info.GetReturnValue().Set(handle);
 }
@@ -540,14 +531,11 @@ NAN_METHOD(LinkHandle::Info) {
 
 NAN_METHOD(LinkHandle::Pin) {
   LINK_SELF("bpf_obj_pin");
-  std::string path;
-  if (!ArgString(info[0], "bpf_obj_pin", "path", &path)) return;
   if (self->legacy_) {
     return ThrowBpfError("bpf_obj_pin", EOPNOTSUPP, "",
                          "a prog_attach attachment is not a bpf_link and cannot be pinned");
   }
-  if (bpf_obj_pin(self->fd_, path.c_str()) != 0)
-    return ThrowBpfError("bpf_obj_pin", errno, "", path);
+  PinFd(self->fd_, info[0]);
 }
 
 // update(program): replaces the program atomically (links) or re-attaches (prog_attach).
@@ -590,14 +578,8 @@ NAN_METHOD(LinkHandle::CloseMethod) { ObjectWrap::Unwrap<LinkHandle>(info.This()
 
 // openPinnedLink(path) -> LinkHandle
 NAN_METHOD(OpenPinnedLink) {
-  std::string path;
-  if (!ArgString(info[0], "bpf_obj_get", "path", &path)) return;
-  int fd = bpf_obj_get(path.c_str());
-  if (fd < 0) return ThrowBpfError("bpf_obj_get", errno, "", path);
-  if (FdKind(fd) != "link") {
-    close(fd);
-    return ThrowBpfError("bpf_obj_get", EINVAL, "", path + " is not a link");
-  }
+  int fd = OpenPinnedOfKind(info[0], "link", "a link");
+  if (fd < 0) return;
   info.GetReturnValue().Set(LinkHandle::WrapLink(fd, ""));
 }
 
