@@ -46,6 +46,7 @@ const wireServiceSchema = z.object({
   namespace: z.string().min(1),
   revision: z.string(),
   vips: z.array(z.string()).min(1),
+  externalIps: z.array(z.string()).optional(),
   ports: z.array(z.object({ name: z.string(), port, targetPort: port, protocol: z.string() })).min(1),
   algorithm: z.string(),
   affinity: z.object({ mode: z.string(), timeoutMs: z.number().int().min(0) }).nullable(),
@@ -158,7 +159,7 @@ export function decodeState(text: string): LoadResult {
     if (service.healthCheck && service.healthCheck.timeoutMs > service.healthCheck.intervalMs) {
       return fail(`${at}.healthCheck.timeoutMs: must not exceed intervalMs`);
     }
-    for (const vip of service.vips) {
+    for (const vip of [...service.vips, ...service.externalIPs]) {
       for (const p of service.ports) {
         const listener = `${vip}|${p.port}|${p.protocol}`;
         if (listeners.has(listener)) return fail(`${at}: duplicate VIP:port ${vip}:${p.port}/${p.protocol}`);

@@ -6,6 +6,8 @@
  *                [--metrics HOST:PORT|off] [--dns HOST:PORT|off] [--log-level LEVEL]
  *                [--tls-cert FILE --tls-key FILE --tls-ca FILE | --insecure] [--state-dir DIR]
  *                [--fastpath off|mesh|all]
+ *                [--xdp-interface IFNAME [--xdp-mode auto|native|generic] [--xdp-source IP]...
+ *                 [--xdp-hash-seed N] [--xdp-table-size PRIME]]
  *   sluice-agent --config services.yaml [...same flags]          (standalone: no controller)
  *   sluice-agent uninstall [--cgroup PATH] [--bpffs DIR] [--log-level LEVEL]
  */
@@ -16,6 +18,8 @@ import { hostname as osHostname } from 'node:os';
 import { parseArgs } from 'node:util';
 import { z } from 'zod';
 import { FASTPATH_MODES, type FastPathMode } from './fastpath/settings';
+import { isPrime } from './xdp/maglev';
+import { DEFAULT_XDP_HASH_SEED, XDP_MODES, type XdpAttachMode } from './xdp-wiring';
 
 export const AGENT_DEFAULTS = Object.freeze({
   bpffs: '/sys/fs/bpf/sluice',
@@ -25,6 +29,9 @@ export const AGENT_DEFAULTS = Object.freeze({
   stateDir: '/var/lib/sluice',
   /** Off by default: see docs/fastpath.md (the measured trade-off). */
   fastpath: 'off' as FastPathMode,
+  xdpMode: 'auto' as XdpAttachMode,
+  /** Every node must use the same seed (a flow keeps its backend whichever node it enters). */
+  xdpHashSeed: DEFAULT_XDP_HASH_SEED,
 });
 
 export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace'] as const;
@@ -60,6 +67,19 @@ export interface RunConfig extends CommonConfig {
   readonly stateDir: string;
   /** Same-node fast path: off, on for node-local mesh endpoints, or on for any same-node TCP pair. */
   readonly fastpath: FastPathMode;
+  /** The XDP load balancer for external IPs; undefined without --xdp-interface. */
+  readonly xdp: XdpSettings | undefined;
+}
+
+export interface XdpSettings {
+  readonly interface: string;
+  readonly mode: XdpAttachMode;
+  /** Outer source addresses for encapsulation (one per family); the interface's own when unset. */
+  readonly encapSource4: string | undefined;
+  readonly encapSource6: string | undefined;
+  readonly hashSeed: number;
+  /** Maglev table size per external IP:port; the program's default (65 537) when unset. */
+  readonly tableSize: number | undefined;
 }
 
 export interface TlsFiles {
@@ -186,6 +206,28 @@ const runSchema = z.object({
   'tls-ca': z.string().min(1, 'must not be empty').optional(),
   'state-dir': absolutePath,
   fastpath: z.enum(FASTPATH_MODES),
+  'xdp-interface': z
+    .string()
+    .regex(/^[A-Za-z0-9_.:@-]{1,15}$/, 'must be an interface name (at most 15 characters)')
+    .optional(),
+  'xdp-mode': z.enum(XDP_MODES),
+  'xdp-source': z
+    .array(z.string().refine((ip) => isIP(ip) !== 0, 'must be an IPv4 or IPv6 address'))
+    .refine(
+      (ips) =>
+        ips.filter((ip) => isIP(ip) === 4).length <= 1 && ips.filter((ip) => isIP(ip) === 6).length <= 1,
+      'at most one IPv4 and one IPv6 address',
+    ),
+  'xdp-hash-seed': z.coerce
+    .number()
+    .int('must be an integer')
+    .min(0, 'must be from 0 to 4294967295')
+    .max(0xffffffff, 'must be from 0 to 4294967295'),
+  'xdp-table-size': z.coerce
+    .number()
+    .int('must be an integer')
+    .refine((n) => n >= 3 && n <= 1_000_003 && isPrime(n), 'must be a prime from 3 to 1000003')
+    .optional(),
 });
 
 const uninstallSchema = z.object(commonSchema);
@@ -206,6 +248,11 @@ const RUN_FLAGS = {
   insecure: { type: 'boolean' },
   'state-dir': { type: 'string' },
   fastpath: { type: 'string' },
+  'xdp-interface': { type: 'string' },
+  'xdp-mode': { type: 'string' },
+  'xdp-source': { type: 'string', multiple: true },
+  'xdp-hash-seed': { type: 'string' },
+  'xdp-table-size': { type: 'string' },
 } as const;
 
 const UNINSTALL_FLAGS = {
@@ -215,10 +262,17 @@ const UNINSTALL_FLAGS = {
 } as const;
 
 type FlagValues<T> = {
-  [K in keyof T]: T[K] extends { type: 'boolean' } ? boolean | undefined : string | undefined;
+  [K in keyof T]: T[K] extends { type: 'boolean' }
+    ? boolean | undefined
+    : T[K] extends { multiple: true }
+      ? string[] | undefined
+      : string | undefined;
 };
 
-function parseFlags<T extends Record<string, { type: 'string' | 'boolean' }>>(args: string[], options: T) {
+function parseFlags<T extends Record<string, { type: 'string' | 'boolean'; multiple?: boolean }>>(
+  args: string[],
+  options: T,
+) {
   try {
     const { values } = parseArgs({ args, options, strict: true, allowPositionals: false });
     return values as unknown as FlagValues<T>;
@@ -308,9 +362,20 @@ export function loadAgentConfig(
     'tls-ca': flags['tls-ca'],
     'state-dir': flags['state-dir'] ?? AGENT_DEFAULTS.stateDir,
     fastpath: flags.fastpath ?? AGENT_DEFAULTS.fastpath,
+    'xdp-interface': flags['xdp-interface'],
+    'xdp-mode': flags['xdp-mode'] ?? AGENT_DEFAULTS.xdpMode,
+    'xdp-source': flags['xdp-source'] ?? [],
+    'xdp-hash-seed': flags['xdp-hash-seed'] ?? AGENT_DEFAULTS.xdpHashSeed,
+    'xdp-table-size': flags['xdp-table-size'],
   });
   if (!parsed.success) throw firstIssue(parsed.error);
   const d = parsed.data;
+  const xdpOnly = (['xdp-mode', 'xdp-source', 'xdp-hash-seed', 'xdp-table-size'] as const).find(
+    (f) => flags[f] !== undefined,
+  );
+  if (d['xdp-interface'] === undefined && xdpOnly !== undefined) {
+    throw new ConfigError(`--${xdpOnly}`, 'only applies with --xdp-interface');
+  }
   const tlsFlags = ['tls-cert', 'tls-key', 'tls-ca'] as const;
   const given = tlsFlags.filter((f) => d[f] !== undefined);
   const insecure = flags.insecure === true;
@@ -356,5 +421,16 @@ export function loadAgentConfig(
     insecure,
     stateDir: d['state-dir'],
     fastpath: d.fastpath,
+    xdp:
+      d['xdp-interface'] === undefined
+        ? undefined
+        : Object.freeze({
+            interface: d['xdp-interface'],
+            mode: d['xdp-mode'],
+            encapSource4: d['xdp-source'].find((ip) => isIP(ip) === 4),
+            encapSource6: d['xdp-source'].find((ip) => isIP(ip) === 6),
+            hashSeed: d['xdp-hash-seed'],
+            tableSize: d['xdp-table-size'],
+          }),
   });
 }

@@ -43,6 +43,35 @@ export class MemorySink implements DataplaneSink {
   }
 }
 
+/**
+ * The sink with listeners fed every plan once it has landed (the fast path's local endpoints, the XDP
+ * balancer's external IPs): each gets the whole set of services programmed after the write.
+ */
+export function afterEachPlan(
+  sink: DataplaneSink,
+  ...listeners: ReadonlyArray<(services: readonly ProgrammedService[]) => void>
+): DataplaneSink {
+  const notify = (services: readonly ProgrammedService[]) => {
+    for (const listener of listeners) listener(services);
+  };
+  return {
+    async apply(services) {
+      await sink.apply(services);
+      notify(services);
+    },
+    ...(sink.update
+      ? {
+          async update(change: DataplaneChange) {
+            await sink.update?.(change);
+            notify(change.services());
+          },
+        }
+      : {}),
+    readStatus: () => sink.readStatus(),
+    ...(sink.mapUsage ? { mapUsage: () => sink.mapUsage?.() ?? [] } : {}),
+  };
+}
+
 /** Entries against capacity of the pinned hash maps under `bpffs`. */
 export function readMapUsage(
   bpf: NativeBpf,

@@ -30,7 +30,7 @@ import {
 } from './fastpath/fastpath';
 import { type FastPathMode, type FastPathSettings, parseFastPathSettings } from './fastpath/settings';
 import type { AgentMetrics } from './metrics';
-import type { DataplaneChange, DataplaneSink, ProgrammedService } from './node-agent';
+import type { ProgrammedService } from './node-agent';
 import {
   cgroupId,
   detachPinnedLink,
@@ -325,24 +325,4 @@ export function removeFastPathLinks(
     if (existsSync(progs)) rmdirSync(progs);
   }
   return removed;
-}
-
-/** The agent's sink with the fast path fed after every applied plan. */
-export function withFastPath<S extends DataplaneSink>(sink: S, fastPath: AgentFastPath): DataplaneSink {
-  return {
-    async apply(services) {
-      await sink.apply(services);
-      fastPath.setServices(services);
-    },
-    ...(sink.update
-      ? {
-          async update(change: DataplaneChange) {
-            await sink.update?.(change);
-            fastPath.setServices(change.services());
-          },
-        }
-      : {}),
-    readStatus: () => sink.readStatus(),
-    ...(sink.mapUsage ? { mapUsage: () => sink.mapUsage?.() ?? [] } : {}),
-  };
 }

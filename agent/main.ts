@@ -6,6 +6,7 @@
  *   sluice-agent --controller HOST:PORT --node NAME [--zone ZONE] ...          follow a controller
  *                [--tls-cert FILE --tls-key FILE --tls-ca FILE | --insecure] [--state-dir DIR]
  *   either mode: [--fastpath off|mesh|all]  same-node fast path (default off, agent/fastpath-wiring.ts)
+ *                [--xdp-interface IFNAME ...]  XDP load balancer for external IPs (agent/xdp-wiring.ts)
  *   sluice-agent uninstall [--cgroup PATH] [--bpffs DIR]                       remove what it attached
  *
  * SIGTERM / SIGINT stop the agent and leave the data plane pinned and working; only `uninstall` detaches.
@@ -23,17 +24,18 @@ import { type AgentConfig, ConfigError, loadAgentConfig, type RunConfig, type Tl
 import { connectController } from './controller-link';
 import { lbMapMaxEntries, resolveLbSettings } from './datapath/settings';
 import { createSocketLbSink } from './datapath-bpf';
-import { MemorySink } from './datapath-sink';
+import { afterEachPlan, MemorySink } from './datapath-sink';
 import { DnsServer } from './dns/server';
 import { buildDnsIndex } from './dns/zone';
-import { AgentFastPath, FASTPATH_OBJECT_PATH, withFastPath } from './fastpath-wiring';
+import { AgentFastPath, FASTPATH_OBJECT_PATH } from './fastpath-wiring';
 import { defaultProbers } from './health/probers';
 import { HealthScheduler } from './health/scheduler';
 import { AgentMetrics } from './metrics';
 import { loadNative } from './native-loader';
-import { type DataplaneSink, NodeAgent } from './node-agent';
+import { type DataplaneSink, NodeAgent, type ProgrammedService } from './node-agent';
 import { type Installed, install, uninstall } from './pins';
 import { startStandalone } from './standalone';
+import { AgentXdp, removeXdpLinks, XDP_OBJECT_DIR } from './xdp-wiring';
 
 /** The compiled objects the agent loads, relative to the package root. */
 export const SOCKET_LB_OBJECTS = ['build/bpf/sock_lb.bpf.o', 'build/bpf/sockops.bpf.o'];
@@ -89,6 +91,8 @@ export interface RunningAgent {
   readonly sink: DataplaneSink;
   /** The same-node fast path (absent without BPF); its `mode` is 'off' also when the kernel refused it. */
   readonly fastPath: AgentFastPath | undefined;
+  /** The XDP load balancer, with --xdp-interface (its `mode` is undefined when the attach failed). */
+  readonly xdp: AgentXdp | undefined;
   /** Bound DNS port, when the responder runs. */
   readonly dnsPort: number | undefined;
   readonly registry: Registry;
@@ -130,11 +134,12 @@ export async function runAgent(config: RunConfig, deps: AgentDeps = {}): Promise
   let sink: DataplaneSink;
   let closeSink = () => {};
   let fastPath: AgentFastPath | undefined;
+  let xdp: AgentXdp | undefined;
   if ((deps.datapath ?? 'bpf') === 'memory') {
     sink = new MemorySink();
     log.warn(
-      { fastpath: config.fastpath },
-      'running without BPF (in-memory datapath): connections are not steered, no fast path',
+      { fastpath: config.fastpath, xdp: config.xdp?.interface },
+      'running without BPF (in-memory datapath): connections are not steered, no fast path, no XDP',
     );
   } else {
     const bpf = (deps.bpf ?? loadNative)();
@@ -175,7 +180,25 @@ export async function runAgent(config: RunConfig, deps: AgentDeps = {}): Promise
       log: root.child({ component: 'fastpath' }),
       metrics,
     }).start();
-    sink = withFastPath(lbSink, fastPath);
+    const planListeners = [(services: readonly ProgrammedService[]) => fastPath?.setServices(services)];
+    if (config.xdp) {
+      const agentXdp = new AgentXdp({
+        bpf,
+        ...config.xdp,
+        encapSource4: config.xdp.encapSource4,
+        encapSource6: config.xdp.encapSource6,
+        bpffsDir: config.bpffs,
+        objectDir: join(packageRoot(__dirname), XDP_OBJECT_DIR),
+        log: root.child({ component: 'xdp' }),
+        metrics,
+      }).start();
+      xdp = agentXdp;
+      planListeners.push((services) => agentXdp.setServices(services));
+    } else {
+      const removed = removeXdpLinks(bpf, config.bpffs);
+      if (removed.length > 0) log.info({ detached: removed }, 'xdp off: links of an earlier run detached');
+    }
+    sink = afterEachPlan(lbSink, ...planListeners);
   }
 
   const health = new HealthScheduler({
@@ -271,6 +294,7 @@ export async function runAgent(config: RunConfig, deps: AgentDeps = {}): Promise
     agent,
     sink,
     fastPath,
+    xdp,
     dnsPort,
     registry,
     metricsAddress,
@@ -283,6 +307,7 @@ export async function runAgent(config: RunConfig, deps: AgentDeps = {}): Promise
       await new Promise<void>((done) => (server ? server.close(() => done()) : done()));
       // Only our fds: the pins keep programs, links and maps in place.
       fastPath?.close();
+      xdp?.close();
       closeSink();
       installed?.close();
       log.info('stopped; the data plane stays in place');

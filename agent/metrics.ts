@@ -10,8 +10,10 @@
  * value counts from zero).
  */
 import { Counter, collectDefaultMetrics, Gauge, Histogram, type Registry } from 'prom-client';
+import { XdpReasons } from './abi/xdp';
 import type { FastPathCounters } from './fastpath/fastpath';
 import { FASTPATH_MODES, type FastPathMode } from './fastpath/settings';
+import type { XdpLbStats } from './xdp/datapath';
 
 export type HealthState = 'healthy' | 'unhealthy' | 'unknown';
 export const HEALTH_STATES: readonly HealthState[] = ['healthy', 'unhealthy', 'unknown'];
@@ -78,6 +80,15 @@ export class AgentMetrics {
   readonly fastPathFallbacks: Counter<'reason'>;
   readonly fastPathInserts: Counter;
   readonly fastPathInsertFailures: Counter;
+  readonly xdpMode: Gauge<'mode'>;
+  readonly xdpVipPackets: Counter<'vip' | 'port' | 'protocol'>;
+  readonly xdpVipBytes: Counter<'vip' | 'port' | 'protocol'>;
+  readonly xdpBackendPackets: Counter<'backend'>;
+  readonly xdpBackendBytes: Counter<'backend'>;
+  readonly xdpVerdicts: Counter<'reason' | 'verdict'>;
+
+  /** Last kernel readings of the XDP counters by series, for counter deltas. */
+  private readonly lastXdp = new Map<string, bigint>();
 
   /** Last kernel reading of the fast path counters, for counter deltas. */
   private lastFastPath: FastPathCounters | undefined;
@@ -221,6 +232,44 @@ export class AgentMetrics {
       help: 'Eligible sockets that could not join the fast path map (full map): they take the normal path.',
       registers,
     });
+    this.xdpMode = new Gauge({
+      name: 'sluice_xdp_mode',
+      help: 'XDP load balancer attachment (off, native, generic): 1 on the current mode.',
+      labelNames: ['mode'],
+      registers,
+    });
+    const vipLabels = ['vip', 'port', 'protocol'] as const;
+    this.xdpVipPackets = new Counter({
+      name: 'sluice_xdp_vip_packets_total',
+      help: 'Packets the XDP load balancer forwarded for the external IP:port.',
+      labelNames: vipLabels,
+      registers,
+    });
+    this.xdpVipBytes = new Counter({
+      name: 'sluice_xdp_vip_bytes_total',
+      help: 'Bytes (before encapsulation) the XDP load balancer forwarded for the external IP:port.',
+      labelNames: vipLabels,
+      registers,
+    });
+    this.xdpBackendPackets = new Counter({
+      name: 'sluice_xdp_backend_packets_total',
+      help: 'Packets the XDP load balancer encapsulated to the backend.',
+      labelNames: ['backend'],
+      registers,
+    });
+    this.xdpBackendBytes = new Counter({
+      name: 'sluice_xdp_backend_bytes_total',
+      help: 'Bytes (before encapsulation) the XDP load balancer sent to the backend.',
+      labelNames: ['backend'],
+      registers,
+    });
+    this.xdpVerdicts = new Counter({
+      name: 'sluice_xdp_packets_total',
+      help: 'Packets seen by the XDP load balancer, by verdict (pass, tx, drop) and the reason for it.',
+      labelNames: ['reason', 'verdict'],
+      registers,
+    });
+    this.setXdpMode('off');
     this.setFastPathMode('off');
     this.setControllerState('disconnected');
     if (options.processMetrics ?? true) collectDefaultMetrics({ register: registry });
@@ -327,6 +376,38 @@ export class AgentMetrics {
       this.fastPathFallbacks.inc({ reason }, delta(key));
     }
     this.lastFastPath = { ...counters };
+  }
+
+  setXdpMode(mode: 'off' | 'native' | 'generic'): void {
+    for (const m of ['off', 'native', 'generic']) this.xdpMode.set({ mode: m }, m === mode ? 1 : 0);
+  }
+
+  /** Feeds a cumulative reading of the XDP load balancer's counters. */
+  observeXdpStats(stats: XdpLbStats): void {
+    const add = (series: string, counter: Counter<string>, labels: Record<string, string>, value: bigint) => {
+      const key = `${series}\0${Object.values(labels).join('\0')}`;
+      const before = this.lastXdp.get(key) ?? 0n;
+      // A smaller value means the kernel counter restarted (map recreated): count it from zero.
+      counter.inc(labels, Number(value >= before ? value - before : value));
+      this.lastXdp.set(key, value);
+    };
+    for (const vip of stats.vips) {
+      const labels = { vip: vip.address, port: String(vip.port), protocol: vip.protocol };
+      add('vip packets', this.xdpVipPackets, labels, vip.packets);
+      add('vip bytes', this.xdpVipBytes, labels, vip.bytes);
+    }
+    for (const backend of stats.backends) {
+      add('backend packets', this.xdpBackendPackets, { backend: backend.address }, backend.packets);
+      add('backend bytes', this.xdpBackendBytes, { backend: backend.address }, backend.bytes);
+    }
+    for (const reason of XdpReasons) {
+      add(
+        'verdicts',
+        this.xdpVerdicts,
+        { reason: reason.name, verdict: reason.verdict },
+        stats.verdicts[reason.name].packets,
+      );
+    }
   }
 
   /** Deletes every series of one backend (it left the service). Idempotent. */

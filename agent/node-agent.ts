@@ -49,6 +49,8 @@ export interface ProgrammedService {
   /** namespace/name */
   readonly service: string;
   readonly vip: string;
+  /** The address is one of the service's externalIPs (the XDP load balancer takes it too), not a VIP. */
+  readonly external?: boolean;
   readonly port: number;
   readonly protocol: Protocol;
   readonly algorithm: Service['algorithm'];
@@ -206,11 +208,18 @@ export function planService(
   });
   const chosen = new Set(choice.backends);
   const services: ProgrammedService[] = [];
-  for (const vip of service.vips) {
+  // External IPs are programmed like VIPs (clients on this node reach them through socket-LB, as with
+  // kube-proxy) and flagged for the XDP load balancer, which takes the traffic arriving from outside.
+  const addresses = [
+    ...service.vips.map((vip) => ({ vip, external: false })),
+    ...service.externalIPs.map((vip) => ({ vip, external: true })),
+  ];
+  for (const { vip, external } of addresses) {
     for (const port of service.ports) {
       services.push({
         service: service.key,
         vip,
+        ...(external ? { external } : {}),
         port: port.port,
         protocol: port.protocol,
         algorithm: service.algorithm,
@@ -235,7 +244,7 @@ export function planService(
 
 /**
  * The services to program: a pure function of the catalog, each backend's health and ejection, and this
- * node's locality. One entry per VIP × port.
+ * node's locality. One entry per address (VIP or external IP) × port.
  */
 export function planServices(input: PlanContext & { readonly catalog: Catalog }): {
   services: ProgrammedService[];

@@ -59,6 +59,8 @@ export interface WireService {
   namespace: string;
   revision: string;
   vips: string[];
+  /** Absent from an older controller: none. */
+  externalIps?: string[];
   ports: { name: string; port: number; targetPort: number; protocol: string }[];
   algorithm: string;
   affinity: { mode: string; timeoutMs: number } | null;
@@ -251,6 +253,7 @@ export function toWireService<B extends Backend>(
     namespace: service.namespace,
     revision: '',
     vips: [...service.vips],
+    externalIps: [...service.externalIPs],
     ports: service.ports.map((p) => ({
       name: p.name ?? '',
       port: p.port,
@@ -327,6 +330,7 @@ export function fromWireService(w: WireService): SyncedService {
     namespace: w.namespace,
     revision: w.revision,
     vips: w.vips.map((v) => address(v, `${at} vip`)),
+    externalIPs: (w.externalIps ?? []).map((v) => address(v, `${at} external IP`)),
     ports: w.ports.map((p) => ({
       name: p.name === '' ? null : p.name,
       port: p.port,

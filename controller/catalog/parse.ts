@@ -143,6 +143,31 @@ function normaliseService(raw: RawService, at: string, errors: CatalogError[]): 
     else seenPorts.set(id, i);
   });
 
+  // External IPs: distinct, not a VIP of the service, and (direct server return keeps the destination
+  // port) only on services whose backends listen on the service ports themselves.
+  const externalIPs: string[] = [];
+  (raw.externalIPs ?? []).forEach((address, i) => {
+    const path = `${at}.externalIPs[${i}]`;
+    if (isUnspecified(address)) errors.push({ path, message: 'must not be the unspecified address' });
+    else if (vips.includes(address))
+      errors.push({ path, message: `${address} is already the service's vip` });
+    else if (externalIPs.includes(address))
+      errors.push({
+        path,
+        message: `duplicate external IP ${address} (also ${at}.externalIPs[${externalIPs.indexOf(address)}])`,
+      });
+    else externalIPs.push(address);
+  });
+  if (externalIPs.length > 0) {
+    ports.forEach((p, i) => {
+      if (p.targetPort !== p.port)
+        errors.push({
+          path: `${at}.ports[${i}].targetPort`,
+          message: `must equal port (${p.port}) when the service has externalIPs: the XDP load balancer forwards with direct server return, which keeps the destination port`,
+        });
+    });
+  }
+
   const hcDefaults = CATALOG_DEFAULTS.healthCheck;
   let healthCheck: HealthCheck | null = null;
   if (raw.healthCheck) {
@@ -187,6 +212,12 @@ function normaliseService(raw: RawService, at: string, errors: CatalogError[]): 
   }));
   const seenBackends = new Map<string, number>();
   backends.forEach((b, i) => {
+    if (externalIPs.length > 0 && b.port !== null && ports.some((p) => p.port !== b.port))
+      errors.push({
+        path: `${at}.backends[${i}].port`,
+        message:
+          'must be left out (or equal the service port) when the service has externalIPs: direct server return keeps the destination port',
+      });
     if (isUnspecified(b.address))
       errors.push({ path: `${at}.backends[${i}].address`, message: 'must not be the unspecified address' });
     const id = backendId(b);
@@ -204,6 +235,7 @@ function normaliseService(raw: RawService, at: string, errors: CatalogError[]): 
     name: raw.name,
     namespace,
     vips,
+    externalIPs,
     ports,
     algorithm: raw.algorithm ?? CATALOG_DEFAULTS.algorithm,
     affinity: {
@@ -288,7 +320,7 @@ export function parseCatalog(
   return result;
 }
 
-/** `vip:port/protocol` (`[v6]:port/protocol`) for every VIP and port, VIP-major. */
+/** `vip:port/protocol` (`[v6]:port/protocol`) for every address (VIPs, then external IPs) and port, address-major. */
 function listenerIds(vips: readonly string[], ports: readonly Omit<ServicePort, 'name'>[]): string[] {
   const ids: string[] = [];
   for (const vip of vips)
@@ -302,7 +334,7 @@ const serviceIds = new WeakMap<Service, readonly string[]>();
 function serviceListenerIds(service: Service): readonly string[] {
   let ids = serviceIds.get(service);
   if (ids === undefined) {
-    ids = listenerIds(service.vips, service.ports);
+    ids = listenerIds([...service.vips, ...service.externalIPs], service.ports);
     serviceIds.set(service, ids);
   }
   return ids;
@@ -438,7 +470,9 @@ function parseWith(text: string, source: string, cache: CatalogParseCache | unde
     const id = IdentitySchema.safeParse(input);
     if (id.success) {
       const texts = typeof id.data.vip === 'string' ? [id.data.vip] : id.data.vip;
-      const vips = texts.map(normaliseIp).filter((v): v is string => v !== null);
+      const vips = [...texts, ...(id.data.externalIPs ?? [])]
+        .map(normaliseIp)
+        .filter((v): v is string => v !== null);
       const ports = id.data.ports.map((p) => ({
         port: p.port,
         targetPort: p.port,

@@ -30,6 +30,7 @@ export const MESSAGES = Object.freeze({
   path: "must be an HTTP path starting with '/'",
   status: "must be an HTTP status code from 100 to 599 or a range such as '200-399'",
   vips: 'must be an IP address or a list of one IPv4 and/or one IPv6 address',
+  externalIPs: 'must be a list of IP addresses',
 });
 
 const int = (min: number, max: number) => {
@@ -141,6 +142,7 @@ export const ServiceSchema = z.strictObject({
         if (normaliseIp(text) === null) ctx.addIssue({ code: 'custom', message: MESSAGES.ip, path: [i] });
       });
     }),
+  externalIPs: z.array(ip, { error: required(MESSAGES.externalIPs) }).optional(),
   ports: z
     .array(PortSchema, { error: required('must be a list of ports') })
     .min(1, { error: 'must list at least one port' }),
@@ -157,6 +159,7 @@ export const IdentitySchema = z.object({
   name: z.string().regex(DNS_LABEL),
   namespace: z.string().regex(NAMESPACE_LABEL).optional(),
   vip: z.union([z.string(), z.array(z.string())]),
+  externalIPs: z.array(z.string()).optional(),
   ports: z.array(
     z.object({ port: z.number().int().min(1).max(65535), protocol: z.enum(['TCP', 'UDP']).optional() }),
   ),

@@ -69,6 +69,12 @@ export interface Service {
   readonly namespace: string;
   /** One or two VIPs (at most one per address family), normalised, IPv4 first. */
   readonly vips: readonly string[];
+  /**
+   * Addresses that reach the service from outside the node (Kubernetes `externalIPs`), normalised, in file
+   * order; empty when none. The XDP load balancer balances them with direct server return, which keeps the
+   * destination port, so such a service has targetPort == port and no backend port override.
+   */
+  readonly externalIPs: readonly string[];
   readonly ports: readonly ServicePort[];
   readonly algorithm: Algorithm;
   readonly affinity: Affinity;

@@ -72,6 +72,7 @@ describe('loadAgentConfig', () => {
       insecure: false,
       stateDir: '/var/lib/sluice',
       fastpath: 'off',
+      xdp: undefined,
     });
     expect(Object.isFrozen(config)).toBe(true);
     if (config.command === 'run') expect(Object.isFrozen(config.metrics)).toBe(true);
@@ -117,6 +118,49 @@ describe('loadAgentConfig', () => {
     });
     expect(loadAgentConfig(['--controller', '127.0.0.1:7700', '--fastpath', 'all'], env)).toMatchObject({
       fastpath: 'all',
+    });
+  });
+
+  it('takes the XDP load balancer flags', () => {
+    expect(
+      loadAgentConfig(
+        [
+          '--config',
+          'f.yaml',
+          '--xdp-interface',
+          'eth0',
+          '--xdp-mode',
+          'generic',
+          '--xdp-source',
+          '192.0.2.1',
+          '--xdp-source',
+          '2001:db8::1',
+          '--xdp-hash-seed',
+          '7',
+          '--xdp-table-size',
+          '1021',
+        ],
+        env,
+      ),
+    ).toMatchObject({
+      xdp: {
+        interface: 'eth0',
+        mode: 'generic',
+        encapSource4: '192.0.2.1',
+        encapSource6: '2001:db8::1',
+        hashSeed: 7,
+        tableSize: 1021,
+      },
+    });
+    expect(loadAgentConfig(['--config', 'f.yaml', '--xdp-interface', 'eth0'], env)).toMatchObject({
+      xdp: {
+        interface: 'eth0',
+        mode: 'auto',
+        encapSource4: undefined,
+        encapSource6: undefined,
+        hashSeed: AGENT_DEFAULTS.xdpHashSeed,
+        tableSize: undefined,
+      },
     });
   });
 
@@ -180,6 +224,42 @@ describe('loadAgentConfig', () => {
     [['--config', 'f.yaml', '--insecure'], '--insecure', /only applies with --controller/],
     [['--controller', '127.0.0.1:1', '--state-dir', 'var/lib'], '--state-dir', /must be an absolute path/],
     [['--controller', '127.0.0.1:1', '--insecure=yes'], '--insecure', /does not take an argument/],
+    [['--config', 'f.yaml', '--xdp-mode', 'native'], '--xdp-mode', /only applies with --xdp-interface/],
+    [
+      ['--config', 'f.yaml', '--xdp-interface', 'eth0', '--xdp-mode', 'fast'],
+      '--xdp-mode',
+      /must be one of auto, native, generic/,
+    ],
+    [['--config', 'f.yaml', '--xdp-interface', 'eth0/1'], '--xdp-interface', /must be an interface name/],
+    [
+      ['--config', 'f.yaml', '--xdp-interface', 'eth0', '--xdp-source', 'node-a'],
+      '--xdp-source',
+      /must be an IPv4 or IPv6 address/,
+    ],
+    [
+      [
+        '--config',
+        'f.yaml',
+        '--xdp-interface',
+        'eth0',
+        '--xdp-source',
+        '192.0.2.1',
+        '--xdp-source',
+        '192.0.2.2',
+      ],
+      '--xdp-source',
+      /at most one IPv4 and one IPv6 address/,
+    ],
+    [
+      ['--config', 'f.yaml', '--xdp-interface', 'eth0', '--xdp-hash-seed', '4294967296'],
+      '--xdp-hash-seed',
+      /from 0 to 4294967295/,
+    ],
+    [
+      ['--config', 'f.yaml', '--xdp-interface', 'eth0', '--xdp-table-size', '65536'],
+      '--xdp-table-size',
+      /must be a prime/,
+    ],
   ])('rejects %j naming %s', (argv, flag, reason) => {
     const err = errorOf(() => loadAgentConfig(argv, env));
     expect(err.flag).toBe(flag);

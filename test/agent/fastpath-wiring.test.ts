@@ -13,7 +13,7 @@ import { Registry } from 'prom-client';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { FpConfigCodec } from '../../agent/abi/fastpath';
 import { loadAgentConfig, type RunConfig } from '../../agent/config';
-import { MemorySink } from '../../agent/datapath-sink';
+import { afterEachPlan, MemorySink } from '../../agent/datapath-sink';
 import type { FastPathCounters } from '../../agent/fastpath/fastpath';
 import { MAP_CONFIG, ZERO_FASTPATH_COUNTERS } from '../../agent/fastpath/fastpath';
 import {
@@ -21,7 +21,6 @@ import {
   FASTPATH_OBJECT_PATH,
   fastPathSettingsFor,
   localEndpoints,
-  withFastPath,
 } from '../../agent/fastpath-wiring';
 import { main, runAgent } from '../../agent/main';
 import { AgentMetrics } from '../../agent/metrics';
@@ -181,7 +180,7 @@ describePrivileged('fast path in the agent', () => {
     for (const pin of linkPins()) expect(existsSync(pin)).toBe(true);
     expect(cgroupPrograms()).toContain('cgroup_sock_ops');
 
-    const sink = withFastPath(new MemorySink(), fp);
+    const sink = afterEachPlan(new MemorySink(), (services) => fp.setServices(services));
     await sink.apply(plan);
     expect(fp.fastPath?.endpoints()).toEqual([{ ip: '127.0.0.1', port: MESH_PORT }]);
 

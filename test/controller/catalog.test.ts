@@ -97,6 +97,7 @@ describe('parseCatalog: the issue example', () => {
       name: 'db',
       namespace: 'default',
       vips: ['fd00::a'],
+      externalIPs: [],
       ports: [{ name: null, port: 5432, targetPort: 5432, protocol: 'TCP' }],
       algorithm: CATALOG_DEFAULTS.algorithm,
       affinity: { mode: 'none', timeoutMs: 10_800_000 },
@@ -411,6 +412,76 @@ describe('parseCatalog: every error names its path and reason', () => {
       'services[0].backends[0].address: must be an IPv4 or IPv6 address',
       'services[1].ports[0].port: must be an integer from 1 to 65535',
       'services[2].backends[0].weight: must be an integer from 0 to 65535',
+    ]);
+  });
+});
+
+describe('parseCatalog: externalIPs', () => {
+  const dsr = { ports: [{ port: 80 }], backends: [{ address: '10.0.1.11' }] };
+
+  test('are normalised, kept apart from the VIPs and default to none', () => {
+    const result = parseCatalog(withService({ ...dsr, externalIPs: ['192.0.2.10', '2001:DB8::10'] }), 't');
+    expect(result.ok && result.catalog.services[0]?.externalIPs).toEqual(['192.0.2.10', '2001:db8::10']);
+    const none = parseCatalog(withService({}), 't');
+    expect(none.ok && none.catalog.services[0]?.externalIPs).toEqual([]);
+  });
+
+  test.each([
+    [
+      'not a list',
+      { externalIPs: '192.0.2.10' },
+      ['services[0].externalIPs: must be a list of IP addresses'],
+    ],
+    [
+      'a bad address',
+      { externalIPs: ['192.0.2'] },
+      ['services[0].externalIPs[0]: must be an IPv4 or IPv6 address'],
+    ],
+    [
+      'the unspecified address',
+      { externalIPs: ['0.0.0.0'] },
+      ['services[0].externalIPs[0]: must not be the unspecified address'],
+    ],
+    [
+      'twice',
+      { externalIPs: ['192.0.2.10', '192.0.2.10'] },
+      ['services[0].externalIPs[1]: duplicate external IP 192.0.2.10 (also services[0].externalIPs[0])'],
+    ],
+    [
+      'the VIP itself',
+      { externalIPs: ['10.96.0.10'] },
+      ["services[0].externalIPs[0]: 10.96.0.10 is already the service's vip"],
+    ],
+  ])('reject %s', (_, patch, expected) => {
+    expect(errorsOf(withService({ ...dsr, ...patch }))).toEqual(expected);
+  });
+
+  test('need backends that serve on the service port (direct server return keeps it)', () => {
+    expect(
+      errorsOf(
+        withService({
+          externalIPs: ['192.0.2.10'],
+          backends: [
+            { address: '10.0.1.11' },
+            { address: '10.0.1.12', port: 9090 },
+            { address: '10.0.1.13', port: 80 },
+          ],
+        }),
+      ),
+    ).toEqual([
+      'services[0].ports[0].targetPort: must equal port (80) when the service has externalIPs: the XDP load balancer forwards with direct server return, which keeps the destination port',
+      'services[0].backends[1].port: must be left out (or equal the service port) when the service has externalIPs: direct server return keeps the destination port',
+    ]);
+  });
+
+  test("clash with another service's VIP or external IP on the same port", () => {
+    const other = { name: 'api', vip: '10.96.0.11', externalIPs: ['192.0.2.10'], ...dsr };
+    expect(errorsOf(withService({ ...dsr, externalIPs: ['192.0.2.10'] }, [other]))).toEqual([
+      'services[1].ports[0]: 192.0.2.10:80/TCP is already used by services[0]',
+    ]);
+    const usesVip = { name: 'api', vip: '10.96.0.11', externalIPs: ['10.96.0.10'], ...dsr };
+    expect(errorsOf(withService(dsr, [usesVip]))).toEqual([
+      'services[1].ports[0]: 10.96.0.10:80/TCP is already used by services[0]',
     ]);
   });
 });
