@@ -76,7 +76,7 @@ function listLinks(bpffs: string): LinkView[] {
     for (const object of list(join(layout.linksDir, cg))) {
       for (const program of list(join(layout.linksDir, cg, object))) {
         links.push({
-          cgroupId: cg.replace(/^cg-/, ''),
+          attachedTo: cg.startsWith('if-') ? `interface ${cg.slice(3)}` : `cgroup ${cg.replace(/^cg-/, '')}`,
           object,
           program,
           pin: join(layout.linksDir, cg, object, program),

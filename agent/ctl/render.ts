@@ -126,8 +126,8 @@ export function renderStatus(view: DataplaneView, options: RenderOptions = {}): 
   );
   const lines = [t.toString()];
   if (view.links.length > 0) {
-    const links = table(['cgroup id', 'object', 'program', 'link pin'], options);
-    for (const l of view.links) links.push([l.cgroupId, l.object, l.program, l.pin]);
+    const links = table(['attached to', 'object', 'program', 'link pin'], options);
+    for (const l of view.links) links.push([l.attachedTo, l.object, l.program, l.pin]);
     lines.push(links.toString());
   }
   return `${lines.join('\n')}\n`;

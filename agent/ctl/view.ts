@@ -63,7 +63,8 @@ export interface MapView {
 }
 
 export interface LinkView {
-  readonly cgroupId: string;
+  /** `cgroup <id>` (socket-LB, sockops, fast path) or `interface <name>` (the XDP load balancer). */
+  readonly attachedTo: string;
   readonly object: string;
   readonly program: string;
   readonly pin: string;

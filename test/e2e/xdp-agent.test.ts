@@ -6,11 +6,12 @@
  * restarted agent adopts the pinned link (the interface never runs without the balancer and a live
  * connection keeps its backend); an agent started without the flag detaches it.
  */
+import { execFileSync } from 'node:child_process';
 import { mkdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, beforeAll, expect, it } from 'vitest';
 import { XDP_DECAP_PROGRAM, XDP_LB_OBJECT, XDP_PASS_PROGRAM } from '../../agent/abi/xdp';
-import { type BpfObject, bpf } from '../../native/index';
+import { type BpfObject, bpf, type XdpLink } from '../../native/index';
 import { firstLine } from '../support/child-output';
 import { describePrivileged } from '../support/privileged';
 import { createSandbox, type Sandbox } from '../support/sandbox';
@@ -30,8 +31,11 @@ const COUNT = 120;
 
 let sandbox: Sandbox | undefined;
 let helperObject: BpfObject | undefined;
+/** Held until the end: a link closed (or garbage-collected) detaches its program. */
+const helperLinks: XdpLink[] = [];
 const files: string[] = [];
 afterEach(async () => {
+  for (const link of helperLinks.splice(0)) link.close();
   helperObject?.close();
   helperObject = undefined;
   await sandbox?.cleanup();
@@ -67,18 +71,22 @@ describePrivileged('agent with --xdp-interface: external IPs balanced in XDP', (
     mkdirSync(helperPins, { recursive: true });
     helperObject = bpf.loadObject(join(ROOT, 'build/bpf', XDP_LB_OBJECT), { pinRoot: helperPins });
     for (const [i, backend] of topo.backends.entries()) {
-      helperObject
-        .program(XDP_DECAP_PROGRAM)
-        .attachXdp(backend.ifindex(topo.backendLinks[i]!), 'auto', { netns: backend.name });
+      helperLinks.push(
+        helperObject
+          .program(XDP_DECAP_PROGRAM)
+          .attachXdp(backend.ifindex(topo.backendLinks[i]!), 'auto', { netns: backend.name }),
+      );
       const server = sb.spawn(
         [process.execPath, '-e', BACKEND_SERVER, `backend${i}`, EXTERNAL_IP, String(VIP_PORT)],
         { netns: backend },
       );
       expect(JSON.parse(await firstLine(server, 10_000))).toEqual({ listening: true });
     }
-    helperObject
-      .program(XDP_PASS_PROGRAM)
-      .attachXdp(topo.router.ifindex(topo.routerNodePort), 'auto', { netns: topo.router.name });
+    helperLinks.push(
+      helperObject
+        .program(XDP_PASS_PROGRAM)
+        .attachXdp(topo.router.ifindex(topo.routerNodePort), 'auto', { netns: topo.router.name }),
+    );
 
     const file = join('/tmp', `sluice-xdp-agent-${sb.id}.yaml`);
     files.push(file);
@@ -138,6 +146,20 @@ describePrivileged('agent with --xdp-interface: external IPs balanced in XDP', (
     expect(
       sample(text, 'sluice_xdp_packets_total{reason="tx_new_flow",verdict="tx"}'),
     ).toBeGreaterThanOrEqual(COUNT);
+
+    // sluicectl lists the balancer's link with the cgroup ones.
+    const status = JSON.parse(
+      execFileSync(
+        process.execPath,
+        [join(ROOT, 'bin/sluicectl'), 'status', '--json', '--bpffs', agentBpffs],
+        {
+          encoding: 'utf8',
+        },
+      ),
+    ) as { links: { attachedTo: string; object: string }[] };
+    expect(status.links).toContainEqual(
+      expect.objectContaining({ attachedTo: `interface ${topo.nodeLink}`, object: 'xdp_lb' }),
+    );
 
     // A live connection across an agent restart: SIGTERM leaves the pinned link in place, the next
     // agent swaps its program into that link.
