@@ -58,25 +58,14 @@ describe('external IPs in the agent', () => {
       health: () => 'healthy',
       ejected: () => false,
     });
+    // node-a's own backend serves (PreferNode); node-b's drains; the weight-0 one is not there at all.
+    const backends = [
+      { address: '10.0.1.11', weight: 2, state: 'active' },
+      { address: '10.0.1.12', weight: 1, state: 'draining' },
+    ];
     expect(xdpServices(plan.services)).toEqual([
-      {
-        address: '192.0.2.10',
-        port: 80,
-        protocol: 'tcp',
-        backends: [
-          { address: '10.0.1.11', weight: 2, state: 'active' },
-          { address: '10.0.1.12', weight: 1, state: 'draining' },
-        ],
-      },
-      {
-        address: '192.0.2.10',
-        port: 53,
-        protocol: 'udp',
-        backends: [
-          { address: '10.0.1.11', weight: 2, state: 'active' },
-          { address: '10.0.1.12', weight: 1, state: 'draining' },
-        ],
-      },
+      { address: '192.0.2.10', port: 80, protocol: 'tcp', backends },
+      { address: '192.0.2.10', port: 53, protocol: 'udp', backends },
     ]);
     // An unhealthy backend leaves selection: the next tier serves, the unhealthy one drains.
     const failed = planServices({
