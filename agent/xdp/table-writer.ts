@@ -38,8 +38,8 @@ export class BpfMaglevStore implements MaglevTableStore {
     // The batch call takes packed records: u32 positions, u32 backend ids.
     const keys = Buffer.alloc(indexes.length * 4);
     const values = Buffer.alloc(backendIds.length * 4);
-    indexes.forEach((index, i) => keys.writeUInt32LE(index, i * 4));
-    backendIds.forEach((id, i) => values.writeUInt32LE(id, i * 4));
+    for (const [i, index] of indexes.entries()) keys.writeUInt32LE(index, i * 4);
+    for (const [i, id] of backendIds.entries()) values.writeUInt32LE(id, i * 4);
     this.map.updateBatch(keys, values, indexes.length);
   }
 }

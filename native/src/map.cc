@@ -244,8 +244,8 @@ NAN_METHOD(MapHandle::UpdateBatch) {
   while (done < total) {
     uint32_t count = total - done;
     int err = bpf_map_update_batch(self->fd_, keys + static_cast<size_t>(done) * self->key_size_,
-                                   values + static_cast<size_t>(done) * self->value_bytes_,
-                                   &count, &opts);
+                                   values + static_cast<size_t>(done) * self->value_bytes_, &count,
+                                   &opts);
     if (err != 0) {
       return ThrowBpfError(
           op, errno, "",
