@@ -34,6 +34,7 @@ import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, wri
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { readServiceCounters } from '../agent/datapath/counters';
 import type { ServiceSpec } from '../agent/datapath/model';
 import { resolveLbSettings } from '../agent/datapath/settings';
 import { SocketLb } from '../agent/datapath/socket-lb';
@@ -368,6 +369,7 @@ async function main(): Promise<void> {
   const rows: Row[] = [];
   const programming: string[] = [];
   const hookCost: string[] = [];
+  const evidence: string[] = [];
   const lines: string[] = [];
   const started = new Date();
   const loadStart = readFileSync('/proc/loadavg', 'utf8').split(' ')[0];
@@ -519,6 +521,21 @@ async function main(): Promise<void> {
         return (kind, session) => bench.lockstep(kind, ref, test, session);
       });
       const results = await runSessions(comparisons, ['rpc', 'pingpong'], log);
+      // Evidence that the services were programmed and the VIP connects went through the hooks: the
+      // services in the map, and the translations their counters saw.
+      {
+        const state = lb.datapath.writer.state;
+        let translated = 0n;
+        let reached = 0;
+        for (const service of state.services.values()) {
+          const connects = readServiceCounters(lb.maps, service.id).connects;
+          translated += connects;
+          if (connects > 0n) reached++;
+        }
+        evidence.push(
+          `${count} services: ${lb.maps.services.lookupBatch().keys.length} in the service map, ${translated} connects translated by the hooks, to ${reached} distinct services`,
+        );
+      }
       for (const [i, c] of comparisons.entries()) {
         const rpc = summarize(results[i]!.rpc!);
         const pp = summarize(results[i]!.pingpong!);
@@ -728,6 +745,8 @@ async function main(): Promise<void> {
     `Method: every row is **paired** with a reference client, the two alternating operation by operation so both see the same noise: two processes passing a token through FIFOs (lockstep; which goes first alternates between sessions), or one process alternating direct and VIP connects (mix, same hooked cgroup). ${SESSIONS} sessions per row (fresh client processes, interleaved with the other rows' sessions), each ${ROUNDS} rounds of ${ROUND_OPS.rpc} RPCs (${ROUND_OPS.pingpong} round trips) per side after a warm-up round: ${SESSIONS * ROUNDS} rounds. Each round gives the ratio of the two sides' medians; a cell is the median of those ratios (interquartile range), with a distribution-free 95% confidence interval of the median; p50 columns are over all measured operations. Clients, backends and HAProxy are pinned to CPU ${CLIENT_CPU}${CLIENT_CPU === SERVER_CPU ? '' : `/${SERVER_CPU}`} (with the backend on the other vCPU each request waits for an idle vCPU to wake and the A/A pair was biased by 2–3%). Every row has its own fresh network namespaces (no route out). The A/A rows pair two identical direct clients: how far from 1.000 each method itself strays.`,
     '',
     ...table,
+    '',
+    `Programmed and translated (from the maps and the services' counters, after each service count's rows): ${evidence.join('; ')}.`,
     '',
     `**Target** (issue 3: VIP within 3% of direct at 10 000 services), this run: ${target.join('; ')}.`,
     '',
