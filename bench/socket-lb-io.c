@@ -1,12 +1,19 @@
 // SPDX-License-Identifier: Apache-2.0
 // Load generator and backend for bench/socket-lb.ts (compiled by it into build/bench/socket-lb-io).
+// Every command takes an optional leading `--cpu N` that pins the process to that CPU.
 //   socket-lb-io serve PORT [ADDR]        epoll server: reads 64 B, answers 64 B, on every connection
-//   socket-lb-io rpc TARGETS N            N short connections (connect, 64 B request, 64 B reply, close),
-//                                         cycling through TARGETS (file: "addr port" lines)
-//   socket-lb-io pingpong TARGET_ADDR PORT N   one connection, N × (64 B out, 64 B back)
-//   socket-lb-io udpconnect TARGETS N     N × (UDP socket, connect, close): timing connect() alone
-//   socket-lb-io loop TARGETS N SLEEP_US  like rpc but keeps going on errors, one line per failure
-// Prints one JSON line: {"n","errors","p50_us","p99_us","mean_us","total_s", "codes":{...}}.
+//   socket-lb-io mix KIND A B N           one process, N operations on stream A and N on stream B,
+//                                         alternating A, B, A, B...: both see the same noise
+//   socket-lb-io lockstep KIND A N IN OUT LEADER
+//                                         N operations on stream A, each one only after a token
+//                                         arrives on the FIFO IN, handing it on through the FIFO OUT
+//                                         after: two such processes (one LEADER=1) alternate op by op
+//   socket-lb-io loop TARGETS N SLEEP_US  RPCs that keep going on errors, one line per failure
+// KIND: rpc (connect, 64 B request, 64 B reply, close; cycling through the targets), pingpong (one
+// connection to the first target, 64 B out and 64 B back per operation) or udpconnect (UDP socket,
+// connect, close; only connect() timed). A and B are files of "addr port" lines.
+// mix and lockstep print {"errors","codes":{...},"a":[µs...],"b":[µs...]} (lockstep: "a" only), one
+// sample per operation in order, -1 for a failed one; loop prints {"n","errors","p50_us",...}.
 #define _GNU_SOURCE
 #include <arpa/inet.h>
 #include <errno.h>
@@ -16,6 +23,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
+#include <sched.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
 #include <time.h>
@@ -138,7 +147,7 @@ static int rpc_once(const struct target *t)
 	return err;
 }
 
-static int cmd_rpc(const char *file, int n, int loop, int sleep_us)
+static int cmd_loop(const char *file, int n, int sleep_us)
 {
 	int count;
 	struct target *targets = read_targets(file, &count);
@@ -152,10 +161,7 @@ static int cmd_rpc(const char *file, int n, int loop, int sleep_us)
 		if (err) {
 			errors++;
 			codes[err & 255]++;
-			if (loop)
-				fprintf(stderr, "{\"i\":%d,\"code\":\"%s\"}\n", i, strerrorname_np(err));
-			else if (errors > 100)
-				break;
+			fprintf(stderr, "{\"i\":%d,\"code\":\"%s\"}\n", i, strerrorname_np(err));
 		} else
 			samples[ok++] = dt;
 		if (sleep_us)
@@ -165,55 +171,170 @@ static int cmd_rpc(const char *file, int n, int loop, int sleep_us)
 	return 0;
 }
 
-static int cmd_udpconnect(const char *file, int n)
-{
+enum kind { KIND_RPC, KIND_PINGPONG, KIND_UDPCONNECT };
+
+/* One sequence of operations of one kind against one target list. */
+struct stream {
+	enum kind kind;
+	struct target *targets;
 	int count;
-	struct target *targets = read_targets(file, &count);
-	double *samples = malloc(sizeof(double) * n);
-	int ok = 0, errors = 0;
-	double start = now_us();
-	for (int i = 0; i < n; i++) {
-		const struct target *t = &targets[i % count];
-		int fd = socket(t->family, SOCK_DGRAM, 0);
-		double t0 = now_us();
-		int r = connect(fd, (const struct sockaddr *)&t->sa, t->len);
-		double dt = now_us() - t0;
-		if (r < 0) {
-			errors++;
-			codes[errno & 255]++;
-		} else
-			samples[ok++] = dt;
-		close(fd);
-	}
-	report(samples, ok, errors, now_us() - start);
+	int next;
+	int fd; /* pingpong: the one connection */
+};
+
+static int parse_kind(const char *name, enum kind *kind)
+{
+	if (!strcmp(name, "rpc"))
+		*kind = KIND_RPC;
+	else if (!strcmp(name, "pingpong"))
+		*kind = KIND_PINGPONG;
+	else if (!strcmp(name, "udpconnect"))
+		*kind = KIND_UDPCONNECT;
+	else
+		return -1;
 	return 0;
 }
 
-static int cmd_pingpong(const char *addr, int port, int n)
+/* 0 or an errno (pingpong: the connection could not be made). */
+static int stream_open(struct stream *s, enum kind kind, const char *file)
 {
-	struct target t;
-	if (parse_target(addr, port, &t) < 0)
-		return 2;
-	char buf[MSG] = {0};
-	int fd = socket(t.family, SOCK_STREAM, 0);
+	s->kind = kind;
+	s->targets = read_targets(file, &s->count);
+	s->next = 0;
+	s->fd = -1;
+	if (s->count == 0)
+		return EINVAL;
+	if (kind != KIND_PINGPONG)
+		return 0;
+	const struct target *t = &s->targets[0];
 	int one = 1;
-	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-	if (connect(fd, (const struct sockaddr *)&t.sa, t.len) < 0) {
-		codes[errno & 255]++;
-		report(NULL, 0, 1, 0);
+	s->fd = socket(t->family, SOCK_STREAM, 0);
+	setsockopt(s->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	if (connect(s->fd, (const struct sockaddr *)&t->sa, t->len) < 0)
+		return errno;
+	return 0;
+}
+
+/* One timed operation: its duration in µs, or -1 after counting the errno. */
+static double stream_op(struct stream *s)
+{
+	const struct target *t = &s->targets[s->next++ % s->count];
+	char buf[MSG] = {0};
+	double t0, dt = -1;
+	int err = 0;
+
+	switch (s->kind) {
+	case KIND_RPC:
+		t0 = now_us();
+		err = rpc_once(t);
+		dt = now_us() - t0;
+		break;
+	case KIND_PINGPONG:
+		t0 = now_us();
+		err = full_io(s->fd, buf, 1);
+		if (!err)
+			err = full_io(s->fd, buf, 0);
+		dt = now_us() - t0;
+		break;
+	case KIND_UDPCONNECT: {
+		int fd = socket(t->family, SOCK_DGRAM, 0);
+		t0 = now_us();
+		if (connect(fd, (const struct sockaddr *)&t->sa, t->len) < 0)
+			err = errno;
+		dt = now_us() - t0;
+		close(fd);
+		break;
+	}
+	}
+	if (err) {
+		codes[err & 255]++;
+		return -1;
+	}
+	return dt;
+}
+
+static void print_samples(const char *name, const double *samples, int n)
+{
+	printf(",\"%s\":[", name);
+	for (int i = 0; i < n; i++)
+		printf(i ? ",%.2f" : "%.2f", samples[i]);
+	printf("]");
+}
+
+static void print_codes(void)
+{
+	int first = 1;
+	printf("\"codes\":{");
+	for (int i = 0; i < 256; i++)
+		if (codes[i]) {
+			printf("%s\"%s\":%d", first ? "" : ",",
+			       strerrorname_np(i) ? strerrorname_np(i) : "E?", codes[i]);
+			first = 0;
+		}
+	printf("}");
+}
+
+static int count_errors(const double *samples, int n)
+{
+	int errors = 0;
+	for (int i = 0; i < n; i++)
+		errors += samples[i] < 0;
+	return errors;
+}
+
+static int cmd_mix(enum kind kind, const char *file_a, const char *file_b, int n)
+{
+	struct stream a, b;
+	int err = stream_open(&a, kind, file_a);
+	if (!err)
+		err = stream_open(&b, kind, file_b);
+	if (err) {
+		fprintf(stderr, "open: %s\n", strerror(err));
 		return 1;
 	}
-	double *samples = malloc(sizeof(double) * n);
-	double start = now_us();
-	int ok = 0;
+	double *sa = malloc(sizeof(double) * n), *sb = malloc(sizeof(double) * n);
 	for (int i = 0; i < n; i++) {
-		double t0 = now_us();
-		if (full_io(fd, buf, 1) || full_io(fd, buf, 0))
-			break;
-		samples[ok++] = now_us() - t0;
+		sa[i] = stream_op(&a);
+		sb[i] = stream_op(&b);
 	}
-	close(fd);
-	report(samples, ok, n - ok, now_us() - start);
+	printf("{\"errors\":%d,", count_errors(sa, n) + count_errors(sb, n));
+	print_codes();
+	print_samples("a", sa, n);
+	print_samples("b", sb, n);
+	printf("}\n");
+	return 0;
+}
+
+static int cmd_lockstep(enum kind kind, const char *file, int n, const char *fifo_in,
+			const char *fifo_out, int leader)
+{
+	struct stream a;
+	int err = stream_open(&a, kind, file);
+	if (err) {
+		fprintf(stderr, "open: %s\n", strerror(err));
+		return 1;
+	}
+	/* O_RDWR: opening a FIFO so never blocks waiting for the other side. */
+	int in = open(fifo_in, O_RDWR), out = open(fifo_out, O_RDWR);
+	if (in < 0 || out < 0) {
+		perror("fifo");
+		return 1;
+	}
+	double *sa = malloc(sizeof(double) * n);
+	char token = 't';
+	for (int i = 0; i < n; i++) {
+		if (!leader && read(in, &token, 1) != 1)
+			return 1;
+		sa[i] = stream_op(&a);
+		if (write(out, &token, 1) != 1)
+			return 1;
+		if (leader && read(in, &token, 1) != 1)
+			return 1;
+	}
+	printf("{\"errors\":%d,", count_errors(sa, n));
+	print_codes();
+	print_samples("a", sa, n);
+	printf("}\n");
 	return 0;
 }
 
@@ -282,16 +403,26 @@ static int cmd_serve(int port, const char *addr)
 int main(int argc, char **argv)
 {
 	setvbuf(stdout, NULL, _IOLBF, 0);
+	if (argc >= 3 && !strcmp(argv[1], "--cpu")) {
+		cpu_set_t set;
+		CPU_ZERO(&set);
+		CPU_SET(atoi(argv[2]), &set);
+		if (sched_setaffinity(0, sizeof(set), &set) < 0) {
+			perror("sched_setaffinity");
+			return 2;
+		}
+		argc -= 2;
+		argv += 2;
+	}
+	enum kind kind;
 	if (argc >= 3 && !strcmp(argv[1], "serve"))
 		return cmd_serve(atoi(argv[2]), argc > 3 ? argv[3] : NULL);
-	if (argc == 4 && !strcmp(argv[1], "rpc"))
-		return cmd_rpc(argv[2], atoi(argv[3]), 0, 0);
+	if (argc == 6 && !strcmp(argv[1], "mix") && !parse_kind(argv[2], &kind))
+		return cmd_mix(kind, argv[3], argv[4], atoi(argv[5]));
+	if (argc == 8 && !strcmp(argv[1], "lockstep") && !parse_kind(argv[2], &kind))
+		return cmd_lockstep(kind, argv[3], atoi(argv[4]), argv[5], argv[6], atoi(argv[7]));
 	if (argc == 5 && !strcmp(argv[1], "loop"))
-		return cmd_rpc(argv[2], atoi(argv[3]), 1, atoi(argv[4]));
-	if (argc == 4 && !strcmp(argv[1], "udpconnect"))
-		return cmd_udpconnect(argv[2], atoi(argv[3]));
-	if (argc == 5 && !strcmp(argv[1], "pingpong"))
-		return cmd_pingpong(argv[2], atoi(argv[3]), atoi(argv[4]));
+		return cmd_loop(argv[2], atoi(argv[3]), atoi(argv[4]));
 	fprintf(stderr, "usage: see the header of socket-lb-io.c\n");
 	return 2;
 }

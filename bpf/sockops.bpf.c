@@ -27,6 +27,10 @@ int sluice_sockops(struct bpf_sock_ops *skops)
 	if (op != BPF_SOCK_OPS_TCP_CONNECT_CB && op != BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB &&
 	    op != BPF_SOCK_OPS_STATE_CB)
 		return 1;
+	/* Of the state changes only CLOSE matters: skip the storage lookup for the others (three of
+	 * the four a short connection makes). */
+	if (op == BPF_SOCK_OPS_STATE_CB && skops->args[1] != BPF_TCP_CLOSE)
+		return 1;
 	sock = bpf_sk_storage_get(&sluice_lb_sock_v1, sk, 0, 0);
 	if (!sock || !sock->backend_id)
 		return 1;
@@ -41,8 +45,6 @@ int sluice_sockops(struct bpf_sock_ops *skops)
 		lb_connect_established(sock);
 		break;
 	case BPF_SOCK_OPS_STATE_CB:
-		if (skops->args[1] != BPF_TCP_CLOSE)
-			break;
 		if (sock->flags & LB_SOCK_F_ACTIVE)
 			lb_connection_closed(sock);
 		else if (skops->args[0] == BPF_TCP_SYN_SENT)

@@ -72,9 +72,9 @@ interface RawMap {
   update(key: Buffer, value: Buffer, flag?: MapUpdateFlag): void;
   delete(key: Buffer): boolean;
   keys(): Buffer[];
-  updateBatch(keys: Buffer[], values: Buffer[], flag?: MapUpdateFlag): void;
+  updateBatch(keys: Buffer, values: Buffer, count: number, flag?: MapUpdateFlag): void;
   lookupBatch(): { keys: Buffer; values: Buffer; count: number };
-  deleteBatch(keys: Buffer[]): number;
+  deleteBatch(keys: Buffer, count: number): number;
   pin(path: string): void;
   close(): void;
 }
@@ -213,8 +213,8 @@ class NativeMap implements BpfMap {
   }
 
   /** Per-CPU maps: each value is all CPUs' values (see joinPerCpu / splitPerCpu). */
-  updateBatch(keys: Buffer[], values: Buffer[], flag: MapUpdateFlag = 'any'): void {
-    this.handle.updateBatch(keys, values, flag);
+  updateBatch(keys: Buffer, values: Buffer, count: number, flag: MapUpdateFlag = 'any'): void {
+    this.handle.updateBatch(keys, values, count, flag);
   }
 
   lookupBatch(): { keys: Buffer[]; values: Buffer[] } {
@@ -228,8 +228,8 @@ class NativeMap implements BpfMap {
     return out;
   }
 
-  deleteBatch(keys: Buffer[]): number {
-    return this.handle.deleteBatch(keys);
+  deleteBatch(keys: Buffer, count: number): number {
+    return this.handle.deleteBatch(keys, count);
   }
 
   pin(path: string): void {

@@ -78,15 +78,16 @@ export interface BpfMap {
   /** All keys, in the kernel's iteration order. */
   keys(): Buffer[];
   /**
-   * Batched operations (BPF_MAP_*_BATCH); keys/values are arrays of fixed-size buffers (per-CPU maps:
-   * each value holds all CPUs' values, 8-byte aligned). This kernel refuses flags other than 'any' for
-   * batch updates (EINVAL).
+   * Batched operations (BPF_MAP_*_BATCH). Inputs are packed: `count` fixed-size keys back to back in
+   * one Buffer, and as many values in another (per-CPU maps: each value holds all CPUs' values, 8-byte
+   * aligned), so a large batch costs one argument, not one Buffer per entry. This kernel refuses flags
+   * other than 'any' for batch updates (EINVAL).
    */
-  updateBatch(keys: Buffer[], values: Buffer[], flag?: MapUpdateFlag): void;
+  updateBatch(keys: Buffer, values: Buffer, count: number, flag?: MapUpdateFlag): void;
   /** Every entry, read in batches. */
   lookupBatch(): { keys: Buffer[]; values: Buffer[] };
-  /** Returns how many were deleted. */
-  deleteBatch(keys: Buffer[]): number;
+  /** Deletes `count` packed keys (absent ones are skipped); returns how many were deleted. */
+  deleteBatch(keys: Buffer, count: number): number;
   /** Pins the map at a bpffs path. */
   pin(path: string): void;
   /** Releases the fd (idempotent; also done on GC). */

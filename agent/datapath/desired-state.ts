@@ -14,6 +14,7 @@ import {
 } from '../abi/lb';
 import {
   type BackendSpec,
+  type CheckedAddress,
   checkAddress,
   checkAlgorithm,
   checkInteger,
@@ -119,6 +120,26 @@ function serviceConfig(
   return lastConfig;
 }
 
+// Member identities by address and port: backends repeat across services, so each identity is one
+// string (hashed once as a map key), not one new string per member of every service.
+const identities = new Map<CheckedAddress, Map<number, string>>();
+const IDENTITIES_MAX = 262_144;
+
+function memberIdentity(address: CheckedAddress, port: number): string {
+  let byPort = identities.get(address);
+  if (byPort === undefined) {
+    if (identities.size >= IDENTITIES_MAX) identities.clear();
+    byPort = new Map();
+    identities.set(address, byPort);
+  }
+  let identity = byPort.get(port);
+  if (identity === undefined) {
+    identity = `${address.text}|${port}`;
+    byPort.set(port, identity);
+  }
+  return identity;
+}
+
 function desiredService(spec: ServiceSpec, index: number, settings: LbSettings): DesiredService {
   // Field names below are built only for a message: a large sync checks hundreds of thousands of fields.
   const field = `services[${index}]`;
@@ -199,7 +220,7 @@ function desiredService(spec: ServiceSpec, index: number, settings: LbSettings):
         `must be active or draining, got ${JSON.stringify(state)}`,
       );
     }
-    const identity = `${address.text}|${backendPort}`;
+    const identity = memberIdentity(address, backendPort);
     // Duplicates: a linear scan for the usual few backends, a set past that.
     let duplicate = false;
     if (seen) {

@@ -38,8 +38,18 @@ export interface BackendWrite {
   readonly member: DesiredMember;
 }
 
-export interface SlotWrite extends SlotRef {
-  readonly backendId: number;
+/**
+ * One service's selection table written into one half, as one plan entry (a cold sync writes tens of
+ * thousands of slots: one object per service, not per slot): slot i holds slots[i], member i members[i].
+ */
+export interface TableWrite {
+  readonly serviceId: number;
+  /** the half written: 0 or 1 */
+  readonly generation: number;
+  /** backend id per slot */
+  readonly slots: readonly number[];
+  /** the member list (backend ids); empty when the slots are the member list */
+  readonly members: readonly number[];
 }
 
 export interface ServiceWrite {
@@ -60,7 +70,7 @@ export interface DatapathPlan {
   readonly newBackendIds: readonly number[];
   /** phase 2 */
   readonly slotDeletes: readonly SlotRef[];
-  readonly slotWrites: readonly SlotWrite[];
+  readonly tableWrites: readonly TableWrite[];
   /** phase 3 */
   readonly serviceWrites: readonly ServiceWrite[];
   readonly serviceDeletes: readonly ServiceKey[];
@@ -190,7 +200,7 @@ export function diffDatapath(
   const backendWrites: BackendWrite[] = [];
   const newBackendIds: number[] = [];
   const slotDeletes: SlotRef[] = [];
-  const slotWrites: SlotWrite[] = [];
+  const tableWrites: TableWrite[] = [];
   const serviceWrites: ServiceWrite[] = [];
   const serviceDeletes: ServiceKey[] = [];
   const reclaimBackendIds: number[] = [...current.orphanBackendIds];
@@ -285,14 +295,7 @@ export function diffDatapath(
       for (let i = newMemberEntries; i < otherHalf.members; i++) {
         slotDeletes.push({ serviceId, index: slotIndex(half, i, true) });
       }
-      for (let i = 0; i < slots.length; i++) {
-        slotWrites.push({ serviceId, index: slotIndex(half, i), backendId: slots[i]! });
-      }
-      if (!membersAreSlots) {
-        for (let i = 0; i < activeIds.length; i++) {
-          slotWrites.push({ serviceId, index: slotIndex(half, i, true), backendId: activeIds[i]! });
-        }
-      }
+      tableWrites.push({ serviceId, generation: half, slots, members: membersAreSlots ? [] : activeIds });
       peakSlots +=
         Math.max(0, slots.length - otherHalf.slots) + Math.max(0, newMemberEntries - otherHalf.members);
       slotEntriesAfter += slots.length + newMemberEntries - otherHalf.slots - otherHalf.members;
@@ -356,7 +359,7 @@ export function diffDatapath(
     backendWrites,
     newBackendIds,
     slotDeletes,
-    slotWrites,
+    tableWrites,
     serviceWrites,
     serviceDeletes,
     reclaimBackendIds,

@@ -10,8 +10,10 @@ export interface KvMap {
   lookup(key: Buffer): Buffer | undefined;
   update(key: Buffer, value: Buffer): void;
   delete(key: Buffer): boolean;
-  updateBatch(keys: Buffer[], values: Buffer[]): void;
-  deleteBatch(keys: Buffer[]): number;
+  /** `count` packed fixed-size keys and values (BpfMap.updateBatch). */
+  updateBatch(keys: Buffer, values: Buffer, count: number): void;
+  /** `count` packed fixed-size keys; absent ones are skipped. */
+  deleteBatch(keys: Buffer, count: number): number;
   lookupBatch(): { keys: Buffer[]; values: Buffer[] };
 }
 
@@ -38,6 +40,15 @@ export interface MemoryMapOp {
   readonly key: Buffer;
 }
 
+/** Bytes per record of a packed batch argument; throws when the length is no multiple of count. */
+function recordSize(packed: Buffer, count: number, field: string): number {
+  if (count === 0) return 0;
+  if (packed.length % count !== 0) {
+    throw new RangeError(`${field}: ${packed.length} bytes do not hold ${count} equal records`);
+  }
+  return packed.length / count;
+}
+
 export class MemoryKvMap implements KvMap {
   readonly entries = new Map<string, Buffer>();
   constructor(
@@ -62,14 +73,20 @@ export class MemoryKvMap implements KvMap {
     if (existed) this.onOp?.({ map: this.name, op: 'delete', key });
     return existed;
   }
-  updateBatch(keys: Buffer[], values: Buffer[]): void {
-    keys.forEach((key, i) => {
-      this.update(key, values[i]!);
-    });
+  updateBatch(keys: Buffer, values: Buffer, count: number): void {
+    const keySize = recordSize(keys, count, 'keys');
+    const valueSize = recordSize(values, count, 'values');
+    for (let i = 0; i < count; i++) {
+      this.update(
+        keys.subarray(i * keySize, (i + 1) * keySize),
+        values.subarray(i * valueSize, (i + 1) * valueSize),
+      );
+    }
   }
-  deleteBatch(keys: Buffer[]): number {
+  deleteBatch(keys: Buffer, count: number): number {
+    const keySize = recordSize(keys, count, 'keys');
     let n = 0;
-    for (const key of keys) if (this.delete(key)) n++;
+    for (let i = 0; i < count; i++) if (this.delete(keys.subarray(i * keySize, (i + 1) * keySize))) n++;
     return n;
   }
   lookupBatch(): { keys: Buffer[]; values: Buffer[] } {

@@ -20,7 +20,7 @@ import {
   SlotKeyCodec,
 } from '../abi/lb';
 import { type ServiceKey, serviceKeyString } from './desired-state';
-import type { DatapathPlan } from './diff';
+import { type DatapathPlan, slotIndex } from './diff';
 import type { KvMap, LbMapSet } from './lb-maps';
 import {
   applyIds,
@@ -75,42 +75,74 @@ const SERVICE = offsets(ServiceCodec, [
   'eject_max_ms',
 ]);
 
+const SLOT_KEY = offsets(SlotKeyCodec, ['service_id', 'index']);
+// The 32-bit views below need these fields and records 4-byte aligned.
+if (BACKEND.service_id % 4 || BackendCodec.size % 4 || SLOT_KEY.index % 4 || SlotKeyCodec.size % 4) {
+  throw new Error('lb_backend / lb_slot_key layout is no longer 4-byte aligned: update the writer');
+}
+/** The slot key's fields as 32-bit word indexes (both are u32). */
+const SLOT_KEY_WORD = { service_id: SLOT_KEY.service_id >> 2, index: SLOT_KEY.index >> 2 };
+
 const u32Key = (id: number): Buffer => {
   const key = Buffer.alloc(4);
   key.writeUInt32LE(id);
   return key;
 };
 
-export const encodeServiceKey = (key: ServiceKey): Buffer =>
-  ServiceKeyCodec.encode({ addr: key.addr, port: key.port, proto: key.proto });
-
-const encodeSlotKey = (ref: SlotRef): Buffer =>
-  SlotKeyCodec.encode({ service_id: ref.serviceId, index: ref.index });
-
-/** Deletes keys, tolerating ones already gone (deletes are idempotent). */
-export function deleteAll(map: KvMap, keys: Buffer[]): void {
-  if (keys.length === 0) return;
-  try {
-    map.deleteBatch(keys);
-  } catch {
-    // A batch stops at the first missing key: finish one by one.
-    for (const key of keys) map.delete(key);
-  }
-}
-
-/** n fixed-size records in one allocation, returned as views (one Buffer each, as batch calls take). */
-function packed(n: number, size: number, fill: (buf: Buffer, at: number, i: number) => void): Buffer[] {
+/**
+ * n fixed-size records back to back in one zeroed Buffer (pad fields stay 0): the packed form the
+ * batch calls take, written in place with no per-record Buffer.
+ */
+function pack(n: number, size: number, fill: (buf: Buffer, at: number, i: number) => void): Buffer {
   const buf = Buffer.alloc(n * size);
-  const out = new Array<Buffer>(n);
-  for (let i = 0; i < n; i++) {
-    fill(buf, i * size, i);
-    out[i] = buf.subarray(i * size, (i + 1) * size);
-  }
-  return out;
+  for (let i = 0; i < n; i++) fill(buf, i * size, i);
+  return buf;
 }
 
-function updateAll(map: KvMap, keys: Buffer[], values: Buffer[]): void {
-  if (keys.length > 0) map.updateBatch(keys, values);
+/**
+ * A zeroed Buffer and a 32-bit view of it. Map keys and values are in host byte order (the kernel
+ * reads them natively), which is what a typed-array view writes: no per-field bounds checks on the
+ * hot path of a 10 000-service sync.
+ */
+function words(bytes: number): { buf: Buffer; u32: Uint32Array } {
+  const u32 = new Uint32Array(Math.ceil(bytes / 4));
+  return { buf: Buffer.from(u32.buffer, 0, bytes), u32 };
+}
+
+function packU32(values: readonly number[]): Buffer {
+  const { buf, u32 } = words(values.length * 4);
+  for (let i = 0; i < values.length; i++) u32[i] = values[i]!;
+  return buf;
+}
+
+const packSlotKeys = (refs: readonly SlotRef[]): Buffer =>
+  pack(refs.length, SlotKeyCodec.size, (buf, at, i) => {
+    buf.writeUInt32LE(refs[i]!.serviceId, at + SLOT_KEY.service_id);
+    buf.writeUInt32LE(refs[i]!.index, at + SLOT_KEY.index);
+  });
+
+const packServiceKeys = (keys: readonly ServiceKey[]): Buffer =>
+  pack(keys.length, ServiceKeyCodec.size, (buf, at, i) => {
+    const key = keys[i]!;
+    key.addr.copy(buf, at + SERVICE_KEY.addr, 0, 16);
+    buf.writeUInt16BE(key.port, at + SERVICE_KEY.port);
+    buf[at + SERVICE_KEY.proto] = key.proto;
+  });
+
+/** Deletes `count` packed keys, tolerating ones already gone (deletes are idempotent). */
+export function deleteAll(map: KvMap, keys: Buffer, count: number): void {
+  if (count === 0) return;
+  try {
+    map.deleteBatch(keys, count);
+  } catch {
+    // Finish one by one whatever stopped the batch.
+    const size = keys.length / count;
+    for (let i = 0; i < count; i++) map.delete(keys.subarray(i * size, (i + 1) * size));
+  }
+}
+
+function updateAll(map: KvMap, keys: Buffer, values: Buffer, count: number): void {
+  if (count > 0) map.updateBatch(keys, values, count);
 }
 
 /** Reads the socket-LB maps back into a DatapathState. */
@@ -246,42 +278,48 @@ export class MapDatapathWriter implements DatapathWriter {
 
     // 1. backends (new ids have zero live state and counters: zeroed when last freed)
     const backends = plan.backendWrites;
-    updateAll(
-      maps.backends,
-      packed(backends.length, 4, (buf, at, i) => buf.writeUInt32LE(backends[i]!.id, at)),
-      packed(backends.length, BackendCodec.size, (buf, at, i) => {
-        const w = backends[i]!;
-        const m = w.member;
-        m.addr.copy(buf, at + BACKEND.addr, 0, 16);
-        buf.writeUInt16BE(m.port, at + BACKEND.port);
-        buf.writeUInt16LE(m.weight, at + BACKEND.weight);
-        buf[at + BACKEND.state] = m.state;
-        buf[at + BACKEND.flags] = m.flags;
-        buf.writeUInt32LE(w.serviceId, at + BACKEND.service_id);
-      }),
-    );
+    const backendIds = words(backends.length * 4);
+    const backendValues = words(backends.length * BackendCodec.size);
+    for (let i = 0, at = 0; i < backends.length; i++, at += BackendCodec.size) {
+      const w = backends[i]!;
+      const m = w.member;
+      const buf = backendValues.buf;
+      backendIds.u32[i] = w.id;
+      buf.set(m.addr, at + BACKEND.addr);
+      buf.writeUInt16BE(m.port, at + BACKEND.port);
+      buf.writeUInt16LE(m.weight, at + BACKEND.weight);
+      buf[at + BACKEND.state] = m.state;
+      buf[at + BACKEND.flags] = m.flags;
+      backendValues.u32[(at + BACKEND.service_id) >> 2] = w.serviceId;
+    }
+    updateAll(maps.backends, backendIds.buf, backendValues.buf, backends.length);
     // 2. tables, into the inactive halves
-    deleteAll(maps.slots, plan.slotDeletes.map(encodeSlotKey));
-    const slots = plan.slotWrites;
-    updateAll(
-      maps.slots,
-      packed(slots.length, SlotKeyCodec.size, (buf, at, i) => {
-        buf.writeUInt32LE(slots[i]!.serviceId, at);
-        buf.writeUInt32LE(slots[i]!.index, at + 4);
-      }),
-      packed(slots.length, 4, (buf, at, i) => buf.writeUInt32LE(slots[i]!.backendId, at)),
-    );
+    deleteAll(maps.slots, packSlotKeys(plan.slotDeletes), plan.slotDeletes.length);
+    const tables = plan.tableWrites;
+    let entries = 0;
+    for (const t of tables) entries += t.slots.length + t.members.length;
+    const slotKeys = words(entries * SlotKeyCodec.size);
+    const slotValues = words(entries * 4);
+    let at = 0;
+    const put = (serviceId: number, index: number, backendId: number) => {
+      slotKeys.u32[((at * SlotKeyCodec.size) >> 2) + SLOT_KEY_WORD.service_id] = serviceId;
+      slotKeys.u32[((at * SlotKeyCodec.size) >> 2) + SLOT_KEY_WORD.index] = index;
+      slotValues.u32[at] = backendId;
+      at++;
+    };
+    for (const t of tables) {
+      for (let i = 0; i < t.slots.length; i++) put(t.serviceId, slotIndex(t.generation, i), t.slots[i]!);
+      for (let i = 0; i < t.members.length; i++) {
+        put(t.serviceId, slotIndex(t.generation, i, true), t.members[i]!);
+      }
+    }
+    updateAll(maps.slots, slotKeys.buf, slotValues.buf, entries);
     // 3. services: whole records, flipping to the new halves
     const services = plan.serviceWrites;
     updateAll(
       maps.services,
-      packed(services.length, ServiceKeyCodec.size, (buf, at, i) => {
-        const key = services[i]!.key;
-        key.addr.copy(buf, at + SERVICE_KEY.addr, 0, 16);
-        buf.writeUInt16BE(key.port, at + SERVICE_KEY.port);
-        buf[at + SERVICE_KEY.proto] = key.proto;
-      }),
-      packed(services.length, ServiceCodec.size, (buf, at, i) => {
+      packServiceKeys(services.map((w) => w.key)),
+      pack(services.length, ServiceCodec.size, (buf, at, i) => {
         const w = services[i]!;
         const c = w.config;
         buf.writeUInt32LE(w.id, at + SERVICE.id);
@@ -296,8 +334,9 @@ export class MapDatapathWriter implements DatapathWriter {
         buf.writeUInt32LE(c.ejectBaseMs, at + SERVICE.eject_base_ms);
         buf.writeUInt32LE(c.ejectMaxMs, at + SERVICE.eject_max_ms);
       }),
+      services.length,
     );
-    deleteAll(maps.services, plan.serviceDeletes.map(encodeServiceKey));
+    deleteAll(maps.services, packServiceKeys(plan.serviceDeletes), plan.serviceDeletes.length);
     const effectiveMs = performance.now() - started;
 
     // 4. reclaim, once programs that read the old records are done
@@ -308,14 +347,16 @@ export class MapDatapathWriter implements DatapathWriter {
       this.current = plan.pending;
       if (this.options.reclaimGraceMs > 0) await sleep(this.options.reclaimGraceMs);
       // Zero the live state before the entry goes: a crash in between leaves an orphan, reclaimed again.
-      const zeroState = Buffer.alloc(BackendStateCodec.size);
+      const reclaimed = plan.reclaimBackendIds;
+      const reclaimedKeys = packU32(reclaimed);
       updateAll(
         maps.backendState,
-        plan.reclaimBackendIds.map(u32Key),
-        plan.reclaimBackendIds.map(() => zeroState),
+        reclaimedKeys,
+        Buffer.alloc(reclaimed.length * BackendStateCodec.size),
+        reclaimed.length,
       );
-      deleteAll(maps.backends, plan.reclaimBackendIds.map(u32Key));
-      deleteAll(maps.slots, plan.reclaimSlots.map(encodeSlotKey));
+      deleteAll(maps.backends, reclaimedKeys, reclaimed.length);
+      deleteAll(maps.slots, packSlotKeys(plan.reclaimSlots), plan.reclaimSlots.length);
       const zeroBackendStats = Array.from({ length: maps.cpus }, () => Buffer.alloc(BackendStatsCodec.size));
       for (const id of plan.reclaimBackendIds) maps.backendStats.updatePerCpu(u32Key(id), zeroBackendStats);
       const zeroServiceStats = Array.from({ length: maps.cpus }, () => Buffer.alloc(ServiceStatsCodec.size));

@@ -35,17 +35,12 @@ export class BpfMaglevStore implements MaglevTableStore {
   constructor(private readonly map: BpfMap) {}
 
   write(indexes: readonly number[], backendIds: readonly number[]): void {
-    const keys = indexes.map((index) => {
-      const key = Buffer.alloc(4);
-      key.writeUInt32LE(index);
-      return key;
-    });
-    const values = backendIds.map((id) => {
-      const value = Buffer.alloc(4);
-      value.writeUInt32LE(id);
-      return value;
-    });
-    this.map.updateBatch(keys, values);
+    // The batch call takes packed records: u32 positions, u32 backend ids.
+    const keys = Buffer.alloc(indexes.length * 4);
+    const values = Buffer.alloc(backendIds.length * 4);
+    for (const [i, index] of indexes.entries()) keys.writeUInt32LE(index, i * 4);
+    for (const [i, id] of backendIds.entries()) values.writeUInt32LE(id, i * 4);
+    this.map.updateBatch(keys, values, indexes.length);
   }
 }
 

@@ -25,32 +25,18 @@ std::string MapTypeName(uint32_t type) {
   return name != nullptr ? name : "unknown(" + std::to_string(type) + ")";
 }
 
-// Reads an array of fixed-size Buffers into one contiguous block.
-bool ArgBufferArray(v8::Local<v8::Value> value, const std::string& op, const std::string& field,
-                    size_t item_size, std::vector<char>* out, uint32_t* count) {
-  if (!value->IsArray()) {
-    ThrowArgError(op, field + " must be an array of Buffers");
+// A batch argument: one Buffer of `count` fixed-size records back to back (the caller packs them,
+// so a batch of 100 000 entries crosses into C++ as one object, not 100 000).
+bool ArgPacked(v8::Local<v8::Value> value, const std::string& op, const std::string& field,
+               size_t item_size, uint32_t count, char** data) {
+  size_t length = 0;
+  if (!ArgBuffer(value, op, field, data, &length)) return false;
+  size_t want = static_cast<size_t>(count) * item_size;
+  if (length != want) {
+    ThrowArgError(op, field + " must be " + std::to_string(count) + " x " +
+                          std::to_string(item_size) + " = " + std::to_string(want) +
+                          " bytes, got " + std::to_string(length));
     return false;
-  }
-  v8::Local<v8::Array> array = value.As<v8::Array>();
-  *count = array->Length();
-  out->resize(static_cast<size_t>(*count) * item_size);
-  for (uint32_t i = 0; i < *count; i++) {
-    v8::Local<v8::Value> item;
-    if (!Nan::Get(array, i).ToLocal(&item)) return false;
-    // The element's name is built only for an error: batches hold 100 000 entries.
-    auto name = [&]() { return field + "[" + std::to_string(i) + "]"; };
-    if (!node::Buffer::HasInstance(item)) {
-      ThrowArgError(op, name() + " must be a Buffer");
-      return false;
-    }
-    size_t length = node::Buffer::Length(item);
-    if (length != item_size) {
-      ThrowArgError(op, name() + " must be " + std::to_string(item_size) + " bytes, got " +
-                            std::to_string(length));
-      return false;
-    }
-    memcpy(out->data() + static_cast<size_t>(i) * item_size, node::Buffer::Data(item), item_size);
   }
   return true;
 }
@@ -241,32 +227,29 @@ NAN_METHOD(MapHandle::Keys) {
   info.GetReturnValue().Set(out);
 }
 
-// updateBatch(keys: Buffer[], values: Buffer[], flag?)
+// updateBatch(keys: Buffer, values: Buffer, count, flag?): `count` packed keys and values.
 NAN_METHOD(MapHandle::UpdateBatch) {
   const std::string op = "bpf_map_update_batch";
   MAP_SELF(op);
-  std::vector<char> keys, values;
-  uint32_t key_count = 0, value_count = 0;
-  if (!ArgBufferArray(info[0], op, "keys", self->key_size_, &keys, &key_count)) return;
-  if (!ArgBufferArray(info[1], op, "values", self->value_bytes_, &values, &value_count)) return;
-  if (key_count != value_count) {
-    return ThrowArgError(op, "keys and values must have the same length (" +
-                                 std::to_string(key_count) + " vs " + std::to_string(value_count) +
-                                 ")");
-  }
+  uint32_t total = 0;
+  char* keys = nullptr;
+  char* values = nullptr;
+  if (!ArgUint32(info[2], op, "count", &total)) return;
+  if (!ArgPacked(info[0], op, "keys", self->key_size_, total, &keys)) return;
+  if (!ArgPacked(info[1], op, "values", self->value_bytes_, total, &values)) return;
   uint64_t flags = 0;
-  if (!ArgUpdateFlags(info[2], op, &flags)) return;
+  if (!ArgUpdateFlags(info[3], op, &flags)) return;
   LIBBPF_OPTS(bpf_map_batch_opts, opts, .elem_flags = flags);
   uint32_t done = 0;
-  while (done < key_count) {
-    uint32_t count = key_count - done;
-    int err = bpf_map_update_batch(
-        self->fd_, keys.data() + static_cast<size_t>(done) * self->key_size_,
-        values.data() + static_cast<size_t>(done) * self->value_bytes_, &count, &opts);
+  while (done < total) {
+    uint32_t count = total - done;
+    int err = bpf_map_update_batch(self->fd_, keys + static_cast<size_t>(done) * self->key_size_,
+                                   values + static_cast<size_t>(done) * self->value_bytes_, &count,
+                                   &opts);
     if (err != 0) {
       return ThrowBpfError(
           op, errno, "",
-          "in the batch from entry " + std::to_string(done) + " of " + std::to_string(key_count));
+          "in the batch from entry " + std::to_string(done) + " of " + std::to_string(total));
     }
     if (count == 0) return ThrowBpfError(op, EIO, "", "kernel made no progress");
     done += count;
@@ -311,19 +294,21 @@ NAN_METHOD(MapHandle::LookupBatch) {
   info.GetReturnValue().Set(out);
 }
 
-// deleteBatch(keys: Buffer[]) -> number deleted (absent keys are skipped)
+// deleteBatch(keys: Buffer, count) -> number deleted of `count` packed keys (absent ones are
+// skipped)
 NAN_METHOD(MapHandle::DeleteBatch) {
   const std::string op = "bpf_map_delete_batch";
   MAP_SELF(op);
-  std::vector<char> keys;
-  uint32_t key_count = 0;
-  if (!ArgBufferArray(info[0], op, "keys", self->key_size_, &keys, &key_count)) return;
+  uint32_t total = 0;
+  char* keys = nullptr;
+  if (!ArgUint32(info[1], op, "count", &total)) return;
+  if (!ArgPacked(info[0], op, "keys", self->key_size_, total, &keys)) return;
   LIBBPF_OPTS(bpf_map_batch_opts, opts);
   uint32_t done = 0, deleted = 0;
-  while (done < key_count) {
-    uint32_t count = key_count - done;
-    int err = bpf_map_delete_batch(
-        self->fd_, keys.data() + static_cast<size_t>(done) * self->key_size_, &count, &opts);
+  while (done < total) {
+    uint32_t count = total - done;
+    int err = bpf_map_delete_batch(self->fd_, keys + static_cast<size_t>(done) * self->key_size_,
+                                   &count, &opts);
     deleted += count;
     done += count;
     if (err != 0) {

@@ -163,18 +163,19 @@ describePrivileged('native addon: objects, maps and test runs', () => {
     expect(short.message).toMatch(/key must be 4 bytes.*got 3/);
     expect(thrown(() => map.update(u32(1), Buffer.alloc(4))).message).toMatch(/value must be 8 bytes.*got 4/);
     expect(thrown(() => map.lookup('x' as unknown as Buffer)).message).toMatch(/key must be a Buffer/);
-    // Batch elements are named by their index.
-    expect(thrown(() => map.updateBatch([u32(1), Buffer.alloc(2)], [u64(1), u64(2)])).message).toMatch(
-      /keys\[1\] must be 4 bytes, got 2/,
+    // Batches are packed: each Buffer must hold exactly `count` records of the map's sizes.
+    expect(thrown(() => map.updateBatch(Buffer.alloc(6), Buffer.alloc(16), 2)).message).toMatch(
+      /keys must be 2 x 4 = 8 bytes, got 6/,
     );
-    expect(thrown(() => map.updateBatch([u32(1)], ['x' as unknown as Buffer])).message).toMatch(
-      /values\[0\] must be a Buffer/,
+    expect(thrown(() => map.updateBatch(u32(1), 'x' as unknown as Buffer, 1)).message).toMatch(
+      /values must be a Buffer/,
     );
     expect(thrown(() => map.update(u32(1), u64(1), 'sometimes' as 'any')).message).toMatch(/flag must be/);
-    expect(thrown(() => map.updateBatch([u32(1)], [u64(1), u64(2)])).message).toMatch(/same length/);
-    expect(thrown(() => map.updateBatch([u32(1), u64(1)], [u64(1), u64(2)])).message).toMatch(
-      /keys\[1\] must be 4/,
+    expect(thrown(() => map.updateBatch(u32(1), Buffer.concat([u64(1), u64(2)]), 1)).message).toMatch(
+      /values must be 1 x 8 = 8 bytes, got 16/,
     );
+    expect(thrown(() => map.updateBatch(u32(1), u64(1), -1)).message).toMatch(/count must be an integer/);
+    expect(thrown(() => map.deleteBatch(Buffer.alloc(5), 1)).message).toMatch(/keys must be 1 x 4 = 4 bytes/);
   });
 
   it('reads and writes per-CPU values one per possible CPU', () => {
@@ -196,7 +197,7 @@ describePrivileged('native addon: objects, maps and test runs', () => {
     const map = load(XDP_OBJ, { mapMaxEntries: { addon_big: count } }).map('addon_big');
     const keys = Array.from({ length: count }, (_, i) => u32(i * 7 + 1));
     const values = Array.from({ length: count }, (_, i) => u64(BigInt(i) * 1_000_003n));
-    map.updateBatch(keys, values);
+    map.updateBatch(Buffer.concat(keys), Buffer.concat(values), count);
 
     const { keys: readKeys, values: readValues } = map.lookupBatch();
     expect(readKeys).toHaveLength(count);
@@ -211,12 +212,12 @@ describePrivileged('native addon: objects, maps and test runs', () => {
 
     // The first half, plus two keys that are not there (skipped, not counted).
     const doomed = [...keys.slice(0, count / 2), u32(2), u32(3)];
-    expect(map.deleteBatch(doomed)).toBe(count / 2);
+    expect(map.deleteBatch(Buffer.concat(doomed), doomed.length)).toBe(count / 2);
     expect(map.lookupBatch().keys).toHaveLength(count / 2);
     expect(map.keys()).toHaveLength(count / 2);
     // A second batch overwrites present keys.
     const last = keys[count - 1]!;
-    map.updateBatch([last, u32(2)], [u64(42), u64(43)]);
+    map.updateBatch(Buffer.concat([last, u32(2)]), Buffer.concat([u64(42), u64(43)]), 2);
     expect(map.lookup(last)?.readBigUInt64LE(0)).toBe(42n);
     expect(map.lookup(u32(2))?.readBigUInt64LE(0)).toBe(43n);
   });

@@ -343,7 +343,9 @@ describePrivileged('socket-LB (cgroup hooks, real sockets)', () => {
         }
         const result = await second.datapath.sync(services);
         expect(
-          result.plan.backendWrites.length + result.plan.slotWrites.length + result.plan.serviceWrites.length,
+          result.plan.backendWrites.length +
+            result.plan.tableWrites.length +
+            result.plan.serviceWrites.length,
         ).toBe(0);
       } finally {
         second.close();

@@ -247,7 +247,7 @@ describe('diff and writer', () => {
       svc('10.96.0.2', [['10.0.0.3']]),
     ]);
     expect(
-      again.plan.backendWrites.length + again.plan.slotWrites.length + again.plan.serviceWrites.length,
+      again.plan.backendWrites.length + again.plan.tableWrites.length + again.plan.serviceWrites.length,
     ).toBe(0);
 
     const before = writer.state.services.get('tcp:[10.96.0.1]:80')!;
@@ -271,7 +271,7 @@ describe('diff and writer', () => {
       svc('10.96.0.1', [['10.0.0.1'], ['10.0.0.4']], { algorithm: 'round-robin' }),
       svc('10.96.0.2', [['10.0.0.3']]),
     ]);
-    expect(config.plan.slotWrites).toHaveLength(0);
+    expect(config.plan.tableWrites).toHaveLength(0);
     expect(config.plan.serviceWrites).toHaveLength(1);
 
     const removed = await dp.sync([]);
@@ -422,7 +422,7 @@ describe('diff and writer', () => {
       svc('10.96.1.7', [['10.0.0.3']]),
     ]);
     expect(
-      full.plan.backendWrites.length + full.plan.slotWrites.length + full.plan.serviceWrites.length,
+      full.plan.backendWrites.length + full.plan.tableWrites.length + full.plan.serviceWrites.length,
     ).toBe(0);
     await expect(
       dp.update({ upsert: [svc('10.96.1.7', [])], remove: [{ vip: '10.96.1.7', port: 80 }] }),
