@@ -15,11 +15,13 @@
 #include "xdp_hash.h"
 #include "xdp_parse.h"
 #include "xdp_encap.h"
+#include "xdp_conntab.h"
 
 /* Settings, written by the loader before load. */
 const volatile __u32 hash_seed = 0;		       /* flow-hash seed: equal on every node */
 const volatile __u32 maglev_size = XDP_LB_MAGLEV_SIZE; /* entries per Maglev table (prime) */
-const volatile __be32 encap_saddr4 = 0;		       /* outer IPv4 source (this node) */
+const volatile __u32 conn_set_mask = XDP_LB_MAX_CONNS / XDP_CONN_WAYS - 1; /* sets - 1 (2^n - 1) */
+const volatile __be32 encap_saddr4 = 0; /* outer IPv4 source (this node) */
 const volatile __u8 encap_saddr6[16]
     __attribute__((aligned(8))) = {}; /* outer IPv6 source (this node) */
 const volatile __u8 gateway_mac[6]
@@ -73,15 +75,17 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } sluice_xdp_maglev_v1 SEC(".maps");
 
-/* Flow → backend, so a flow stays put when the backend set changes (LRU lists per CPU). */
+/*
+ * Flow → backend, so a flow stays put when the backend set changes: sets of XDP_CONN_WAYS flows
+ * (bpf/lib/xdp_conntab.h), conn_set_mask + 1 of them (the loader sizes both from maxConns).
+ */
 struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(map_flags, BPF_F_NO_COMMON_LRU);
-	__uint(max_entries, XDP_LB_MAX_CONNS);
-	__type(key, struct xdp_flow_key);
-	__type(value, struct xdp_conn);
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, XDP_LB_MAX_CONNS / XDP_CONN_WAYS);
+	__type(key, __u32);
+	__type(value, struct xdp_conn_set);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
-} sluice_xdp_conns_v1 SEC(".maps");
+} sluice_xdp_conns_v2 SEC(".maps");
 
 /* Packets and bytes per VIP id. */
 struct {
@@ -151,9 +155,10 @@ static __always_inline enum xdp_lb_reason xdp_parse_reason(int err)
 	}
 }
 
-/* The flow's hash over its key (addresses as stored: IPv4 v4-mapped, hashed as the 4 IPv4 bytes).
+/* A seeded hash of the flow's key (addresses as stored: IPv4 v4-mapped, hashed as the 4 IPv4
+ * bytes).
  */
-static __always_inline __u32 xdp_key_hash(const struct xdp_flow_key *key, __u8 family)
+static __always_inline __u32 xdp_key_hash(const struct xdp_flow_key *key, __u8 family, __u32 seed)
 {
 	__u32 ports, s[4], d[4];
 
@@ -161,9 +166,15 @@ static __always_inline __u32 xdp_key_hash(const struct xdp_flow_key *key, __u8 f
 	__builtin_memcpy(s, key->saddr, 16);
 	__builtin_memcpy(d, key->daddr, 16);
 	if (family == XDP_LB_AF_INET)
-		return xdp_flow_hash_v4(s[3], d[3], ports, key->proto, hash_seed);
-	return xdp_flow_hash_v6(s, d, ports, key->proto, hash_seed);
+		return xdp_flow_hash_v4(s[3], d[3], ports, key->proto, seed);
+	return xdp_flow_hash_v6(s, d, ports, key->proto, seed);
 }
+
+/*
+ * The connection table's hash: the flow hash under another seed, so which set a flow lands in says
+ * nothing about its Maglev slot (and the Maglev hash is computed for new flows only).
+ */
+#define XDP_CONN_SEED_SALT 0x63c2a5f1
 
 /* The VIP's Maglev choice for this flow: a backend id, or XDP_LB_NO_BACKEND. */
 static __always_inline __u32 xdp_maglev_pick(const struct xdp_vip *vip, __u32 hash)
@@ -222,7 +233,6 @@ static __always_inline int xdp_lb_handle(struct xdp_md *ctx)
 	struct xdp_vip_key vip_key = {};
 	struct xdp_lb_pkt pkt = {};
 	struct xdp_outer out;
-	struct xdp_conn *conn;
 	struct xdp_vip *vip;
 	__u32 backend_id = 0, vip_id = 0;
 	int err;
@@ -243,40 +253,41 @@ static __always_inline int xdp_lb_handle(struct xdp_md *ctx)
 	vip_key.proto = pkt.key.proto;
 
 	/*
-	 * Known flow first: one hash lookup. The entry counts while its VIP id still names this
-	 * destination (a deleted VIP's id holds zeros, a reused one another key) and its backend
-	 * slot is filled.
+	 * Known flow first: one set of the connection table. The entry counts while its VIP id
+	 * still names this destination (a deleted VIP's id holds zeros, a reused one another key)
+	 * and its backend slot is filled.
 	 */
-	if (!pkt.syn) {
-		conn = bpf_map_lookup_elem(&sluice_xdp_conns_v1, &pkt.key);
-		if (conn) {
-			__u32 conn_vip = conn->vip_id;
-			struct xdp_vip_key *owner =
-			    bpf_map_lookup_elem(&sluice_xdp_vip_keys_v1, &conn_vip);
+	__u32 conn_hash = xdp_key_hash(&pkt.key, pkt.family, hash_seed ^ XDP_CONN_SEED_SALT);
+	__u32 set_index = conn_hash & conn_set_mask;
+	__u32 now = bpf_jiffies64();
+	struct xdp_conn_set *set = bpf_map_lookup_elem(&sluice_xdp_conns_v2, &set_index);
+	struct xdp_conn conn;
 
-			if (owner && xdp_vip_key_equal(owner, &vip_key)) {
-				backend_id = conn->backend_id;
-				vip_id = conn_vip;
-				be = xdp_backend_get(backend_id);
-			}
+	if (set && !pkt.syn && xdp_conn_find(set, &pkt.key, conn_hash, now, &conn) == 0) {
+		struct xdp_vip_key *owner =
+		    bpf_map_lookup_elem(&sluice_xdp_vip_keys_v1, &conn.vip_id);
+
+		if (owner && xdp_vip_key_equal(owner, &vip_key)) {
+			backend_id = conn.backend_id;
+			vip_id = conn.vip_id;
+			be = xdp_backend_get(backend_id);
 		}
 	}
 	if (!be) {
 		/* New flow, TCP SYN, or the flow's backend was removed: a fresh choice. */
-		struct xdp_conn fresh = {};
-
 		vip = bpf_map_lookup_elem(&sluice_xdp_vips_v1, &vip_key);
 		if (!vip)
 			return xdp_verdict(XDP_LB_PASS_NOT_VIP, bytes);
 		reason = XDP_LB_TX_NEW_FLOW;
 		vip_id = vip->vip_id;
-		backend_id = xdp_maglev_pick(vip, xdp_key_hash(&pkt.key, pkt.family));
+		backend_id = xdp_maglev_pick(vip, xdp_key_hash(&pkt.key, pkt.family, hash_seed));
 		be = xdp_backend_get(backend_id);
 		if (!be)
 			return xdp_verdict(XDP_LB_DROP_NO_BACKEND, bytes);
-		fresh.backend_id = backend_id;
-		fresh.vip_id = vip_id;
-		bpf_map_update_elem(&sluice_xdp_conns_v1, &pkt.key, &fresh, BPF_ANY);
+		conn.backend_id = backend_id;
+		conn.vip_id = vip_id;
+		if (set)
+			xdp_conn_store(set, &pkt.key, conn_hash, now, &conn);
 	}
 
 	/*

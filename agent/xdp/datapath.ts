@@ -30,6 +30,7 @@ import {
   XdpReasons,
   XdpVipCodec,
   XdpVipKeyCodec,
+  xdpConnSets,
 } from '../abi/xdp';
 import { buildMaglevTable, isPrime } from './maglev';
 import { BpfMaglevStore, MaglevTableWriter } from './table-writer';
@@ -42,7 +43,10 @@ export interface XdpLbConfig {
   /** Most VIPs (each has its own table, so this also sizes the table array). */
   readonly maxVips?: number;
   readonly maxBackends?: number;
-  /** Connection-table capacity (split across CPUs' LRU lists). */
+  /**
+   * Connection-table capacity in flows: rounded up to a power-of-two number of sets of
+   * XDP_LB_CONN_WAYS (LRU within each set).
+   */
   readonly maxConns?: number;
   /** This node's IPv4 address, the outer source towards IPv4 backends. */
   readonly encapSource4?: string;
@@ -155,6 +159,7 @@ export function xdpLoadOptions(config: ResolvedConfig, pinRoot?: string): OpenOb
     globals: {
       hash_seed: u32Buffer(config.hashSeed),
       maglev_size: u32Buffer(config.maglevSize),
+      conn_set_mask: u32Buffer(xdpConnSets(config.maxConns) - 1),
       encap_saddr4: config.encapSource4 ? ipv4ToBytes(config.encapSource4) : Buffer.alloc(4),
       encap_saddr6: config.encapSource6 ? ipToBytes16(config.encapSource6) : Buffer.alloc(16),
       gateway_mac: config.gatewayMac ? parseMac(config.gatewayMac) : Buffer.alloc(6),
@@ -166,7 +171,7 @@ export function xdpLoadOptions(config: ResolvedConfig, pinRoot?: string): OpenOb
       [XdpMaps.maglev]: config.maxVips * config.maglevSize,
       [XdpMaps.backends]: config.maxBackends,
       [XdpMaps.backendStats]: config.maxBackends,
-      [XdpMaps.conns]: config.maxConns,
+      [XdpMaps.conns]: xdpConnSets(config.maxConns),
     },
   };
 }

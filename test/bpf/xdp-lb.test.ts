@@ -3,13 +3,15 @@
  * verdicts, the encapsulated output checked header by header (checksums recomputed here), flows
  * sticking to their backend across backend-set changes, and the counters.
  */
-import { resolve } from 'node:path';
+import { mkdirSync } from 'node:fs';
+import { join, resolve } from 'node:path';
 import { afterEach, beforeEach, expect, it } from 'vitest';
 import { ipToBytes16 } from '../../agent/abi/ip';
 import {
   u32Buffer,
   vipFilterSlot,
   XDP_DECAP_PROGRAM,
+  XDP_LB_CONN_WAYS,
   XDP_LB_PROGRAM,
   XdpAction,
   XdpMaps,
@@ -356,10 +358,13 @@ describePrivileged('XDP load balancer (test runs)', () => {
   );
 
   /** A source port whose Maglev slot moves to another backend when `next` replaces the backend set. */
-  const flowThatMoves = (next: XdpServiceSpec): { spec: FrameSpec; from: string; to: string } => {
+  const flowThatMoves = (
+    next: XdpServiceSpec,
+    firstPort = 20000,
+  ): { spec: FrameSpec; from: string; to: string } => {
     const tableNow = lb.table(WEB4.address, WEB4.port, WEB4.protocol)!;
     const preview = buildPreview(next);
-    for (let port = 20000; port < 60000; port++) {
+    for (let port = firstPort; port < 60000; port++) {
       const spec: FrameSpec = {
         src: '198.51.100.50',
         dst: WEB4.address,
@@ -417,6 +422,48 @@ describePrivileged('XDP load balancer (test runs)', () => {
     const again = run(frame({ ...spec, flags: TCP_SYN }));
     expect(checkEncapsulated(frame(spec), again.dataOut, spec)).toBe(to);
     expect(run(frame(ack)).dataOut.subarray(30, 34)).toEqual(again.dataOut.subarray(30, 34));
+  });
+
+  it('keeps the most recently used flows of a full connection-table set and evicts the oldest', async () => {
+    // One set of XDP_LB_CONN_WAYS flows: every flow lands in it.
+    lb.close();
+    const pinRoot = join(sandbox().bpffsDir, 'one-set');
+    mkdirSync(pinRoot);
+    lb = XdpLoadBalancer.load(bpf, OBJECT_DIR, { ...CONFIG, maxConns: XDP_LB_CONN_WAYS }, { pinRoot });
+    lb.setService(WEB4);
+    const next: XdpServiceSpec = {
+      ...WEB4,
+      backends: [...WEB4.backends, { address: '10.1.0.14' }, { address: '10.1.0.15' }],
+    };
+    const flows: { spec: FrameSpec; from: string; to: string }[] = [];
+    for (let i = 0; i <= XDP_LB_CONN_WAYS; i++) {
+      flows.push(flowThatMoves(next, i ? flows[i - 1]!.spec.sport! + 1 : 20000));
+    }
+    // Last-used times are jiffies: a pause between packets makes their order visible (HZ >= 100).
+    const tick = () => new Promise((r) => setTimeout(r, 25));
+    const send = (spec: FrameSpec, flags: number) => {
+      const packet = { ...spec, flags };
+      return checkEncapsulated(frame(packet), run(frame(packet)).dataOut, packet);
+    };
+    for (const flow of flows.slice(0, XDP_LB_CONN_WAYS)) {
+      expect(send(flow.spec, TCP_SYN)).toBe(flow.from);
+      await tick();
+    }
+    // The first flow is used again, so the second is now the least recently used: the ninth takes its way.
+    expect(send(flows[0]!.spec, TCP_ACK)).toBe(flows[0]!.from);
+    await tick();
+    expect(send(flows[XDP_LB_CONN_WAYS]!.spec, TCP_SYN)).toBe(flows[XDP_LB_CONN_WAYS]!.from);
+
+    lb.setService(next);
+    flows.forEach((flow, i) => {
+      if (i !== 1) expect(send(flow.spec, TCP_ACK), `flow ${i}`).toBe(flow.from);
+    });
+    // The evicted flow takes a fresh choice (and a way again); a SYN replaces its flow's way, leaving no
+    // second entry with the old backend: both follow the new table from now on.
+    expect(send(flows[1]!.spec, TCP_ACK)).toBe(flows[1]!.to);
+    expect(send(flows[1]!.spec, TCP_ACK)).toBe(flows[1]!.to);
+    expect(send(flows[2]!.spec, TCP_SYN)).toBe(flows[2]!.to);
+    expect(send(flows[2]!.spec, TCP_ACK)).toBe(flows[2]!.to);
   });
 
   it('gives draining and unhealthy backends no new flows but keeps their established ones', () => {
