@@ -42,7 +42,7 @@ export function vipFilterSlot(addr16: Buffer, port: number, proto: number): numb
 }
 
 /** Flows per set of the connection table (XDP_CONN_WAYS in bpf/lib/xdp_conntab.h). */
-export const XDP_LB_CONN_WAYS = 8;
+export const XDP_LB_CONN_WAYS = 16;
 
 /**
  * Sets of the connection table for `maxConns` flows: enough for maxConns, a power of two (the program

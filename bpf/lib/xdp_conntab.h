@@ -26,7 +26,7 @@
 #include "xdp_lb.h"
 
 /* Ways per set (agent/abi/xdp.ts XDP_LB_CONN_WAYS): the loader sizes the array in sets of these. */
-#define XDP_CONN_WAYS 8
+#define XDP_CONN_WAYS 16
 
 struct xdp_conn_way {
 	struct xdp_flow_key key; /* the flow (40 bytes) */
@@ -35,16 +35,32 @@ struct xdp_conn_way {
 	__u32 pad;
 };
 
-/* One array element: a set. The tag and last-used line comes first, so a miss reads only it. */
+/*
+ * One array element: a set. Tags and last-used times share the first cache line, so a miss reads
+ * only it and an insert one line more (the way it writes).
+ */
 struct xdp_conn_set {
-	__u32 tag[XDP_CONN_WAYS];  /* 0: empty way; else the flow's table hash | 1 */
-	__u32 used[XDP_CONN_WAYS]; /* low 32 bits of jiffies at the way's last packet */
+	__u16 tag[XDP_CONN_WAYS];  /* 0: empty way; else xdp_conn_tag of the flow's hash */
+	__u16 used[XDP_CONN_WAYS]; /* xdp_conn_clock at the way's last packet */
 	struct xdp_conn_way way[XDP_CONN_WAYS];
 };
 
-static __always_inline __u32 xdp_conn_tag(__u32 hash)
+/* The tag: hash bits the set index does not use (16 of them, never 0); the key decides. */
+static __always_inline __u16 xdp_conn_tag(__u32 hash)
 {
-	return hash | 1;
+	return (hash >> 16) | 1;
+}
+
+/*
+ * The clock of last use: jiffies in units of 2^XDP_CONN_CLOCK_SHIFT (64 ms at HZ=250), 16 bits, so
+ * it wraps after about 70 minutes; ages compare modulo that, so a way idle longer than a wrap may
+ * look younger than it is.
+ */
+#define XDP_CONN_CLOCK_SHIFT 4
+
+static __always_inline __u16 xdp_conn_clock(void)
+{
+	return bpf_jiffies64() >> XDP_CONN_CLOCK_SHIFT;
 }
 
 static __always_inline __u32 xdp_conn_check(__u32 hash, __u64 conn)
@@ -65,9 +81,9 @@ static __always_inline int xdp_flow_key_equal(const struct xdp_flow_key *a,
  * and returns 0; -1 on a miss.
  */
 static __always_inline int xdp_conn_find(struct xdp_conn_set *set, const struct xdp_flow_key *key,
-					 __u32 hash, __u32 now, struct xdp_conn *out)
+					 __u32 hash, __u16 now, struct xdp_conn *out)
 {
-	__u32 tag = xdp_conn_tag(hash);
+	__u16 tag = xdp_conn_tag(hash);
 
 #pragma unroll
 	for (int w = 0; w < XDP_CONN_WAYS; w++) {
@@ -98,13 +114,14 @@ static __always_inline void xdp_conn_store(struct xdp_conn_set *set, const struc
 
 #pragma unroll
 	for (int w = 0; w < XDP_CONN_WAYS; w++) {
-		__u32 way_tag = set->tag[w], age;
+		__u16 way_tag = set->tag[w];
+		__u32 age;
 
 		if (way_tag == tag && xdp_flow_key_equal(&set->way[w].key, key)) {
 			victim = w;
 			break;
 		}
-		age = way_tag ? now - set->used[w] : 0xffffffff;
+		age = way_tag ? (__u16)(now - set->used[w]) : 0x10000;
 		if (age > oldest) {
 			oldest = age;
 			victim = w;
@@ -119,7 +136,7 @@ static __always_inline void xdp_conn_store(struct xdp_conn_set *set, const struc
 	*(volatile __u64 *)&way->conn = value;
 	*(volatile __u32 *)&way->check = xdp_conn_check(hash, value);
 	set->used[victim] = now;
-	*(volatile __u32 *)&set->tag[victim] = tag;
+	*(volatile __u16 *)&set->tag[victim] = tag;
 }
 
 #endif /* SLUICE_XDP_CONNTAB_H */
