@@ -37,7 +37,7 @@ import {
   type XdpReasonName,
 } from '../agent/abi/xdp';
 import { XdpLoadBalancer, xdpLoadOptions } from '../agent/xdp/datapath';
-import { type BpfObject, bpf, type XdpLink } from '../native/index';
+import { type BpfObject, bpf, TestRunFlags, type XdpLink } from '../native/index';
 import { firstLine } from '../test/support/child-output';
 import { createKernelSandbox, type Sandbox } from '../test/support/kernel-sandbox';
 import { frame, TCP_ACK, TCP_SYN } from '../test/support/xdp-packets';
@@ -436,6 +436,51 @@ async function testRunCosts(sandbox: Sandbox, vips: number, maglevSize: number):
   }
 }
 
+interface LiveFrames {
+  repetitions: number;
+  /** repetitions that found the frame's bytes as given (the rest saw an earlier repetition's writes) */
+  fresh: number;
+  /** bare XDP_DROP per repetition: live frames, and the plain test run */
+  dropLive: number;
+  dropPlain: number;
+}
+
+/**
+ * What BPF_F_TEST_XDP_LIVE_FRAMES would give the cost runs: bench_live_probe counts the repetitions
+ * that still see the caller's bytes (it overwrites them), and a bare XDP_DROP shows the live mode's own
+ * cost. Only XDP_DROP: nothing is passed or transmitted (no ctx: the frames are "received" on this
+ * netns's loopback device and dropped).
+ */
+function liveFramesCheck(): LiveFrames {
+  const bench = bpf.loadObject(BENCH_OBJECT);
+  try {
+    const data = clientFrame(0, vipAddress(0), TCP_ACK);
+    data[0] = 0xaa;
+    const repetitions = 100_000;
+    const flags = TestRunFlags.xdpLiveFrames;
+    bench.program('bench_live_probe').testRun({ data, repeat: repetitions, flags });
+    const bss = bench.map('.bss').lookup(Buffer.alloc(4))!;
+    const fresh = Number(bss.readBigUInt64LE(8));
+    if (Number(bss.readBigUInt64LE(16)) !== repetitions)
+      throw new Error('bench_live_probe: runs not counted');
+    const { add, m } = rounds();
+    for (let r = 0; r < 5; r++) {
+      const drop = bench.program('bench_drop');
+      add(
+        'live',
+        withStatsOff(() => drop.testRun({ data, repeat: LOOP, flags }).durationNs),
+      );
+      add(
+        'plain',
+        withStatsOff(() => drop.testRun({ data, repeat: LOOP }).durationNs),
+      );
+    }
+    return { repetitions, fresh, dropLive: m('live'), dropPlain: m('plain') };
+  } finally {
+    bench.close();
+  }
+}
+
 interface InsertRow {
   size: number;
   bare: number;
@@ -665,6 +710,7 @@ async function main(): Promise<void> {
   const sandbox = createKernelSandbox('xdp-cost', String(process.pid));
   const costs: CostRow[] = [];
   const inserts: InsertRow[] = [];
+  let live: LiveFrames | undefined;
   if (args.only === 'topology') {
     await sandbox.cleanup();
     for (const [mode, attach] of RUNS) console.log(await topologyRun(mode, attach));
@@ -676,11 +722,13 @@ async function main(): Promise<void> {
     costs.push(await testRunCosts(sandbox, 1, 1021));
     costs.push(await testRunCosts(sandbox, 10_000, 1021));
     for (const size of TABLE_SIZES) inserts.push(insertCosts(sandbox, size));
+    live = liveFramesCheck();
   } finally {
     await sandbox.cleanup();
   }
   for (const c of costs) console.log(JSON.stringify(c));
   for (const i of inserts) console.log(JSON.stringify(i));
+  console.log(JSON.stringify(live));
   if (args.only === 'costs') return;
 
   console.log('veth topology');
@@ -714,6 +762,8 @@ async function main(): Promise<void> {
       const syn = own(c, c.syn);
       return `| ${fmt(vips)} | ${fmt(maglevSize)} | ${c.bare} | ${c.passFiltered} / ${c.pass} | ${c.pushPop} | ${c.hit} / ${fmt(hit)} | ${fmt(fresh)} | ${fmt(syn)} | **${x(hit, c.bare)}** | **${x(fresh, c.bare)}** | ${x(syn, c.bare)} | ${c.refHash} (${x(c.refHash, c.bare)}) / ${c.refArray} (${x(c.refArray, c.bare)}) |`;
     }),
+    '',
+    `Why not \`BPF_F_TEST_XDP_LIVE_FRAMES\` (the addon's \`testRun\` takes \`flags\`): in that mode ${fmt(live!.fresh)} of ${fmt(live!.repetitions)} repetitions of \`bench_live_probe\` found the frame as given — one per page of the test run's page pool; the rest saw an earlier repetition's writes, so an encapsulating program needs the same undo — and a bare XDP_DROP costs ${live!.dropLive} ns per repetition there against ${live!.dropPlain} ns in the plain test run (page-pool recycling per frame; an XDP_TX would also really transmit). \`cpu\` (\`BPF_F_TEST_RUN_ON_CPU\`) is refused for XDP programs (EINVAL).`,
     '',
     "Where a known flow's time goes: the same rounds, variants of the program compiled to stop after each stage (`test/bpf/progs/xdp_lb_stage_*.bpf.c`), in ns above bare XDP_PASS (the encapsulating ones with the undo removed as above).",
     '',

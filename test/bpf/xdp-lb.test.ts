@@ -20,7 +20,7 @@ import {
 import { type XdpLbConfig, XdpLoadBalancer, type XdpServiceSpec } from '../../agent/xdp/datapath';
 import { type FlowTuple, maglevSlot } from '../../agent/xdp/flow-hash';
 import { buildMaglevTable } from '../../agent/xdp/maglev';
-import { bpf } from '../../native/index';
+import { bpf, TestRunFlags } from '../../native/index';
 import { describePrivileged } from '../support/privileged';
 import { useSandbox } from '../support/sandbox';
 import {
@@ -656,6 +656,20 @@ describePrivileged('XDP load balancer (test runs)', () => {
     expect(run(frame({ src: '198.51.100.94', dst: MIXED.address, protocol: 'tcp', dport: 80 })).retval).toBe(
       XdpAction.tx,
     );
+  });
+
+  it('hands testRun flags to the kernel: live frames, and CPU placement refused for XDP', () => {
+    // A VIP without backends drops: live frames are then recycled at once, nothing is passed or sent.
+    const data = frame({ src: '198.51.100.7', dst: EMPTY.address, protocol: 'tcp', dport: 80 });
+    const program = lb.object.program(XDP_LB_PROGRAM);
+    const before = verdicts().drop_no_backend;
+    expect(program.testRun({ data, repeat: 50 }).retval).toBe(XdpAction.drop);
+    // Live frames report no verdict (the kernel acted on it), yet every repetition ran and counted.
+    const live = program.testRun({ data, repeat: 50, flags: TestRunFlags.xdpLiveFrames });
+    expect(live.retval).toBe(0);
+    expect(live.dataOut.length).toBe(0);
+    expect(verdicts().drop_no_backend).toBe(before + 100n);
+    expect(() => program.testRun({ data, cpu: 1, flags: TestRunFlags.runOnCpu })).toThrow(/EINVAL/);
   });
 
   it('sends to the gateway MAC when one is set, and refuses settings it cannot use', () => {

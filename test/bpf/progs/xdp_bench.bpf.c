@@ -238,3 +238,33 @@ int bench_insert_lru_per_cpu_maps(struct xdp_md *ctx)
 
 	return lru ? bench_insert(lru) : XDP_ABORTED;
 }
+
+/* Repetitions of bench_live_probe that found the frame's first byte as the caller wrote it. */
+__u64 bench_live_fresh = 0;
+/* Repetitions of bench_live_probe in all. */
+__u64 bench_live_runs = 0;
+
+/*
+ * What BPF_F_TEST_XDP_LIVE_FRAMES hands a program: counts the repetitions that still see the caller's
+ * first byte (0xaa), then overwrites it and drops the frame (a dropped live frame is recycled at once).
+ */
+SEC("xdp")
+int bench_live_probe(struct xdp_md *ctx)
+{
+	__u8 *data = (void *)(long)ctx->data, *data_end = (void *)(long)ctx->data_end;
+
+	if (data + 1 > data_end)
+		return XDP_ABORTED;
+	bench_live_runs++;
+	if (*data == 0xaa)
+		bench_live_fresh++;
+	*data = 0xbb;
+	return XDP_DROP;
+}
+
+/* A bare XDP_DROP: the live-frame baseline (the frame goes straight back to the page pool). */
+SEC("xdp")
+int bench_drop(struct xdp_md *ctx)
+{
+	return XDP_DROP;
+}
