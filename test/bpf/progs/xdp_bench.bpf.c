@@ -245,8 +245,9 @@ __u64 bench_live_fresh = 0;
 __u64 bench_live_runs = 0;
 
 /*
- * What BPF_F_TEST_XDP_LIVE_FRAMES hands a program: counts the repetitions that still see the caller's
- * first byte (0xaa), then overwrites it and drops the frame (a dropped live frame is recycled at once).
+ * What BPF_F_TEST_XDP_LIVE_FRAMES hands a program: counts the repetitions that still see the
+ * caller's first byte (0xaa), then overwrites it and drops the frame (a dropped live frame is
+ * recycled at once).
  */
 SEC("xdp")
 int bench_live_probe(struct xdp_md *ctx)
