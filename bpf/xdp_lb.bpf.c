@@ -188,10 +188,8 @@ static __always_inline __u32 xdp_key_hash(const struct xdp_flow_key *key, __u8 f
 	return xdp_flow_hash_v6(s, d, ports, key->proto, seed);
 }
 
-/*
- * The connection table's hash: the flow hash under another seed, so which set a flow lands in says
- * nothing about its Maglev slot (and the Maglev hash is computed for new flows only).
- */
+/* Mixed into the connection table's hash seed, so which set a flow lands in says nothing about its
+ * Maglev slot (the Maglev hash is computed for new flows only). */
 #define XDP_CONN_SEED_SALT 0x63c2a5f1
 
 /* The VIP's Maglev choice for this flow: a backend id, or XDP_LB_NO_BACKEND. */
@@ -275,7 +273,7 @@ static __always_inline int xdp_lb_handle(struct xdp_md *ctx)
 	 * still names this destination (a deleted VIP's id holds zeros, a reused one another key)
 	 * and its backend slot is filled.
 	 */
-	__u32 conn_hash = xdp_key_hash(&pkt.key, pkt.family, hash_seed ^ XDP_CONN_SEED_SALT);
+	__u32 conn_hash = xdp_conn_hash(&pkt.key, hash_seed ^ XDP_CONN_SEED_SALT);
 	__u32 set_index = conn_hash & conn_set_mask;
 	__u16 now = xdp_conn_clock();
 	struct xdp_conn_set *set = bpf_map_lookup_elem(&sluice_xdp_conns_v2, &set_index);

@@ -68,6 +68,26 @@ static __always_inline __u32 xdp_conn_check(__u32 hash, __u64 conn)
 	return hash ^ ((__u32)conn * 0x9e3779b1) ^ ((__u32)(conn >> 32) * 0x85ebca6b);
 }
 
+/*
+ * The table's hash of a flow key: its five 64-bit words, each multiplied by its own odd constant,
+ * summed (independent multiplies, short dependency chain), then mixed (xor-shift, multiply,
+ * xor-shift) so the low bits (the set) and the high bits (the tag) both depend on every word.
+ * Seeded per node; it only spreads flows over sets — a collision costs a key compare, never a wrong
+ * backend.
+ */
+static __always_inline __u32 xdp_conn_hash(const struct xdp_flow_key *key, __u64 seed)
+{
+	const __u64 *w = (const __u64 *)key;
+	__u64 h = (w[0] ^ seed) * 0x9e3779b97f4a7c15ULL + w[1] * 0xc2b2ae3d27d4eb4fULL +
+		  w[2] * 0x165667b19e3779f9ULL + w[3] * 0xd6e8feb86659fd93ULL +
+		  w[4] * 0xff51afd7ed558ccdULL;
+
+	h ^= h >> 32;
+	h *= 0xc4ceb9fe1a85ec53ULL;
+	h ^= h >> 29;
+	return (__u32)h;
+}
+
 static __always_inline int xdp_flow_key_equal(const struct xdp_flow_key *a,
 					      const struct xdp_flow_key *b)
 {
