@@ -425,11 +425,13 @@ describePrivileged('XDP load balancer (test runs)', () => {
   });
 
   it('keeps the most recently used flows of a full connection-table set and evicts the oldest', async () => {
-    // One set of XDP_LB_CONN_WAYS flows: every flow lands in it.
+    // maxConns flows in sets of XDP_LB_CONN_WAYS; one set: every flow lands in it.
+    expect(lb.object.map(XdpMaps.conns).info().maxEntries).toBe(CONFIG.maxConns! / XDP_LB_CONN_WAYS);
     lb.close();
     const pinRoot = join(sandbox().bpffsDir, 'one-set');
     mkdirSync(pinRoot);
     lb = XdpLoadBalancer.load(bpf, OBJECT_DIR, { ...CONFIG, maxConns: XDP_LB_CONN_WAYS }, { pinRoot });
+    expect(lb.object.map(XdpMaps.conns).info().maxEntries).toBe(1);
     lb.setService(WEB4);
     const next: XdpServiceSpec = {
       ...WEB4,
