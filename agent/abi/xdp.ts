@@ -29,6 +29,12 @@ export const XdpMaps = {
   vipFilter: 'sluice_xdp_vip_filter_v1',
 } as const;
 
+/**
+ * Maps earlier versions pinned that no program uses any more: the connection table before it became
+ * sets (an LRU_HASH). A load with the same pin directory removes their names.
+ */
+export const XDP_LB_RETIRED_MAPS = ['sluice_xdp_conns_v1'] as const;
+
 /** Slots of sluice_xdp_vip_filter_v1 (XDP_LB_VIP_FILTER_SLOTS, a power of two). */
 export const XDP_LB_VIP_FILTER_SLOTS = 65_536;
 

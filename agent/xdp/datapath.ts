@@ -9,6 +9,7 @@
  * their flows in the connection table keep going; a backend no service lists any more loses its slot,
  * and its flows then take a fresh choice.
  */
+import { rmSync } from 'node:fs';
 import { isIPv4, isIPv6 } from 'node:net';
 import { join } from 'node:path';
 import type { BpfMap, BpfObject, NativeBpf, OpenObjectOptions, XdpLink, XdpMode } from '../../native/types';
@@ -23,6 +24,7 @@ import {
   XDP_LB_DEFAULTS,
   XDP_LB_OBJECT,
   XDP_LB_PROGRAM,
+  XDP_LB_RETIRED_MAPS,
   XdpBackendCodec,
   XdpCounterCodec,
   XdpMaps,
@@ -242,6 +244,10 @@ export class XdpLoadBalancer {
       join(objectDir, XDP_LB_OBJECT),
       xdpLoadOptions(resolved, options.pinRoot),
     );
+    // Only the old program used a retired map: unpinning frees it once no attached program holds it.
+    if (options.pinRoot) {
+      for (const name of XDP_LB_RETIRED_MAPS) rmSync(join(options.pinRoot, name), { force: true });
+    }
     const lb = new XdpLoadBalancer(object, resolved, options.logger ?? silentLogger);
     lb.restore();
     return lb;

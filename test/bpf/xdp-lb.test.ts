@@ -3,7 +3,7 @@
  * verdicts, the encapsulated output checked header by header (checksums recomputed here), flows
  * sticking to their backend across backend-set changes, and the counters.
  */
-import { mkdirSync } from 'node:fs';
+import { existsSync, mkdirSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { afterEach, beforeEach, expect, it } from 'vitest';
 import { ipToBytes16 } from '../../agent/abi/ip';
@@ -658,6 +658,24 @@ describePrivileged('XDP load balancer (test runs)', () => {
     expect(run(frame({ src: '198.51.100.94', dst: MIXED.address, protocol: 'tcp', dport: 80 })).retval).toBe(
       XdpAction.tx,
     );
+  });
+
+  it('removes the pin of the connection table earlier versions used', () => {
+    lb.close();
+    const pinRoot = join(sandbox().bpffsDir, 'upgrade');
+    mkdirSync(pinRoot);
+    const old = bpf.createMap({
+      type: 'hash',
+      name: 'xdp_conns_v1',
+      keySize: 4,
+      valueSize: 4,
+      maxEntries: 1,
+    });
+    old.pin(join(pinRoot, 'sluice_xdp_conns_v1'));
+    old.close();
+    lb = XdpLoadBalancer.load(bpf, OBJECT_DIR, CONFIG, { pinRoot });
+    expect(existsSync(join(pinRoot, 'sluice_xdp_conns_v1'))).toBe(false);
+    expect(existsSync(join(pinRoot, XdpMaps.conns))).toBe(true);
   });
 
   it('hands testRun flags to the kernel: live frames, and CPU placement refused for XDP', () => {
