@@ -62,7 +62,8 @@ $(BPF_OUT)/%.bpf.o: bpf/%.bpf.c $(BPF_HDRS) | $(BUILD)/include/vmlinux.h
 # Small test-only programs (test/bpf/progs) used by the addon's own tests.
 bpf-test: $(BPF_TEST_OBJS)
 
-$(BPF_TEST_OUT)/%.bpf.o: test/bpf/progs/%.bpf.c $(BPF_HDRS) | $(BUILD)/include/vmlinux.h
+# (the xdp_lb_stage_* benchmark variants include bpf/xdp_lb.bpf.c itself)
+$(BPF_TEST_OUT)/%.bpf.o: test/bpf/progs/%.bpf.c $(BPF_HDRS) bpf/xdp_lb.bpf.c | $(BUILD)/include/vmlinux.h
 	@mkdir -p $(@D)
 	$(CLANG) $(BPF_CFLAGS) -c $< -o $@
 

@@ -15,11 +15,31 @@
 #include "xdp_hash.h"
 #include "xdp_parse.h"
 #include "xdp_encap.h"
+#include "xdp_conntab.h"
+
+/*
+ * Benchmark variants (test/bpf/progs/xdp_lb_stage_*.bpf.c include this file with XDP_LB_BENCH_STAGE
+ * set): the program returns early after a stage, without counting, so bench/xdp.ts can tell where
+ * the nanoseconds go. Stages: parse (+ VIP filter), choice (+ connection table or Maglev, backend),
+ * encap (+ outer header; counters are what the full program adds). The production build has none.
+ */
+#define XDP_LB_STAGE_PARSE  1
+#define XDP_LB_STAGE_CHOICE 2
+#define XDP_LB_STAGE_ENCAP  3
+#ifndef XDP_LB_BENCH_STAGE
+#define XDP_LB_BENCH_STAGE 0
+#endif
+#define XDP_LB_BENCH_CUT(stage)                                                                    \
+	do {                                                                                       \
+		if (XDP_LB_BENCH_STAGE == (stage))                                                 \
+			return XDP_PASS;                                                           \
+	} while (0)
 
 /* Settings, written by the loader before load. */
 const volatile __u32 hash_seed = 0;		       /* flow-hash seed: equal on every node */
 const volatile __u32 maglev_size = XDP_LB_MAGLEV_SIZE; /* entries per Maglev table (prime) */
-const volatile __be32 encap_saddr4 = 0;		       /* outer IPv4 source (this node) */
+const volatile __u32 conn_set_mask = XDP_LB_MAX_CONNS / XDP_CONN_WAYS - 1; /* sets - 1 (2^n - 1) */
+const volatile __be32 encap_saddr4 = 0; /* outer IPv4 source (this node) */
 const volatile __u8 encap_saddr6[16]
     __attribute__((aligned(8))) = {}; /* outer IPv6 source (this node) */
 const volatile __u8 gateway_mac[6]
@@ -73,15 +93,17 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } sluice_xdp_maglev_v1 SEC(".maps");
 
-/* Flow → backend, so a flow stays put when the backend set changes (LRU lists per CPU). */
+/*
+ * Flow → backend, so a flow stays put when the backend set changes: sets of XDP_CONN_WAYS flows
+ * (bpf/lib/xdp_conntab.h), conn_set_mask + 1 of them (the loader sizes both from maxConns).
+ */
 struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(map_flags, BPF_F_NO_COMMON_LRU);
-	__uint(max_entries, XDP_LB_MAX_CONNS);
-	__type(key, struct xdp_flow_key);
-	__type(value, struct xdp_conn);
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, XDP_LB_MAX_CONNS / XDP_CONN_WAYS);
+	__type(key, __u32);
+	__type(value, struct xdp_conn_set);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
-} sluice_xdp_conns_v1 SEC(".maps");
+} sluice_xdp_conns_v2 SEC(".maps");
 
 /* Packets and bytes per VIP id. */
 struct {
@@ -151,9 +173,10 @@ static __always_inline enum xdp_lb_reason xdp_parse_reason(int err)
 	}
 }
 
-/* The flow's hash over its key (addresses as stored: IPv4 v4-mapped, hashed as the 4 IPv4 bytes).
+/* A seeded hash of the flow's key (addresses as stored: IPv4 v4-mapped, hashed as the 4 IPv4
+ * bytes).
  */
-static __always_inline __u32 xdp_key_hash(const struct xdp_flow_key *key, __u8 family)
+static __always_inline __u32 xdp_key_hash(const struct xdp_flow_key *key, __u8 family, __u32 seed)
 {
 	__u32 ports, s[4], d[4];
 
@@ -161,9 +184,13 @@ static __always_inline __u32 xdp_key_hash(const struct xdp_flow_key *key, __u8 f
 	__builtin_memcpy(s, key->saddr, 16);
 	__builtin_memcpy(d, key->daddr, 16);
 	if (family == XDP_LB_AF_INET)
-		return xdp_flow_hash_v4(s[3], d[3], ports, key->proto, hash_seed);
-	return xdp_flow_hash_v6(s, d, ports, key->proto, hash_seed);
+		return xdp_flow_hash_v4(s[3], d[3], ports, key->proto, seed);
+	return xdp_flow_hash_v6(s, d, ports, key->proto, seed);
 }
+
+/* Mixed into the connection table's hash seed, so which set a flow lands in says nothing about its
+ * Maglev slot (the Maglev hash is computed for new flows only). */
+#define XDP_CONN_SEED_SALT 0x63c2a5f1
 
 /* The VIP's Maglev choice for this flow: a backend id, or XDP_LB_NO_BACKEND. */
 static __always_inline __u32 xdp_maglev_pick(const struct xdp_vip *vip, __u32 hash)
@@ -221,8 +248,6 @@ static __always_inline int xdp_lb_handle(struct xdp_md *ctx)
 	struct xdp_backend *be = NULL;
 	struct xdp_vip_key vip_key = {};
 	struct xdp_lb_pkt pkt = {};
-	struct xdp_outer out;
-	struct xdp_conn *conn;
 	struct xdp_vip *vip;
 	__u32 backend_id = 0, vip_id = 0;
 	int err;
@@ -237,67 +262,76 @@ static __always_inline int xdp_lb_handle(struct xdp_md *ctx)
 
 	if (!vip_here || !*vip_here)
 		return xdp_verdict(XDP_LB_PASS_NOT_VIP, bytes);
+	XDP_LB_BENCH_CUT(XDP_LB_STAGE_PARSE);
 
 	__builtin_memcpy(vip_key.addr, pkt.key.daddr, 16);
 	vip_key.port = pkt.key.dport;
 	vip_key.proto = pkt.key.proto;
 
 	/*
-	 * Known flow first: one hash lookup. The entry counts while its VIP id still names this
-	 * destination (a deleted VIP's id holds zeros, a reused one another key) and its backend
-	 * slot is filled.
+	 * Known flow first: one set of the connection table. The entry counts while its VIP id
+	 * still names this destination (a deleted VIP's id holds zeros, a reused one another key)
+	 * and its backend slot is filled.
 	 */
-	if (!pkt.syn) {
-		conn = bpf_map_lookup_elem(&sluice_xdp_conns_v1, &pkt.key);
-		if (conn) {
-			__u32 conn_vip = conn->vip_id;
-			struct xdp_vip_key *owner =
-			    bpf_map_lookup_elem(&sluice_xdp_vip_keys_v1, &conn_vip);
+	__u32 conn_hash = xdp_conn_hash(&pkt.key, hash_seed ^ XDP_CONN_SEED_SALT);
+	__u32 set_index = conn_hash & conn_set_mask;
+	__u16 now = xdp_conn_clock();
+	struct xdp_conn_set *set = bpf_map_lookup_elem(&sluice_xdp_conns_v2, &set_index);
+	struct xdp_conn conn;
 
-			if (owner && xdp_vip_key_equal(owner, &vip_key)) {
-				backend_id = conn->backend_id;
-				vip_id = conn_vip;
-				be = xdp_backend_get(backend_id);
-			}
+	if (set && !pkt.syn && xdp_conn_find(set, &pkt.key, conn_hash, now, &conn) == 0) {
+		struct xdp_vip_key *owner =
+		    bpf_map_lookup_elem(&sluice_xdp_vip_keys_v1, &conn.vip_id);
+
+		if (owner && xdp_vip_key_equal(owner, &vip_key)) {
+			backend_id = conn.backend_id;
+			vip_id = conn.vip_id;
+			be = xdp_backend_get(backend_id);
 		}
 	}
 	if (!be) {
 		/* New flow, TCP SYN, or the flow's backend was removed: a fresh choice. */
-		struct xdp_conn fresh = {};
-
 		vip = bpf_map_lookup_elem(&sluice_xdp_vips_v1, &vip_key);
 		if (!vip)
 			return xdp_verdict(XDP_LB_PASS_NOT_VIP, bytes);
 		reason = XDP_LB_TX_NEW_FLOW;
 		vip_id = vip->vip_id;
-		backend_id = xdp_maglev_pick(vip, xdp_key_hash(&pkt.key, pkt.family));
+		backend_id = xdp_maglev_pick(vip, xdp_key_hash(&pkt.key, pkt.family, hash_seed));
 		be = xdp_backend_get(backend_id);
 		if (!be)
 			return xdp_verdict(XDP_LB_DROP_NO_BACKEND, bytes);
-		fresh.backend_id = backend_id;
-		fresh.vip_id = vip_id;
-		bpf_map_update_elem(&sluice_xdp_conns_v1, &pkt.key, &fresh, BPF_ANY);
+		conn.backend_id = backend_id;
+		conn.vip_id = vip_id;
+		if (set)
+			xdp_conn_store(set, &pkt.key, conn_hash, now, &conn);
 	}
+
+	XDP_LB_BENCH_CUT(XDP_LB_STAGE_CHOICE);
 
 	/*
 	 * Volatile reads of the loader's values (the compiler only saw zeros), and only what this
 	 * packet needs: the IPv6 source for IPv6 backends, the gateway MAC as one 4- and one 2-byte
-	 * load.
+	 * load; the backend's address as words.
 	 */
-	__u64 saddr6[2] = {};
-	__u8 gw_mac[6] __attribute__((aligned(4)));
+	struct xdp_encap_args args = {};
 
+	args.backend_family = be->family;
+	args.gw_lo = *(const volatile __u32 *)&gateway_mac[0];
+	args.gw_hi = *(const volatile __u16 *)&gateway_mac[4];
 	if (be->family == XDP_LB_AF_INET6) {
-		saddr6[0] = *(const volatile __u64 *)&encap_saddr6[0];
-		saddr6[1] = *(const volatile __u64 *)&encap_saddr6[8];
+		args.saddr6[0] = *(const volatile __u64 *)&encap_saddr6[0];
+		args.saddr6[1] = *(const volatile __u64 *)&encap_saddr6[8];
+		args.daddr6[0] = *(const __u64 *)&be->addr[0];
+		args.daddr6[1] = *(const __u64 *)&be->addr[8];
+	} else {
+		args.saddr4 = encap_saddr4;
+		args.daddr4 = *(const __u32 *)&be->addr[12];
 	}
-	*(__u32 *)&gw_mac[0] = *(const volatile __u32 *)&gateway_mac[0];
-	*(__u16 *)&gw_mac[4] = *(const volatile __u16 *)&gateway_mac[4];
-	err = xdp_build_outer(&out, &pkt, be, encap_saddr4, (const __u8 *)saddr6);
-	if (!err)
-		err = xdp_encap(ctx, &pkt, &out, gw_mac);
+	err = xdp_encap(ctx, &pkt, &args);
 	if (err)
 		return xdp_verdict(XDP_LB_DROP_ENCAP, bytes);
+	if (XDP_LB_BENCH_STAGE == XDP_LB_STAGE_ENCAP)
+		return XDP_TX;
 
 	xdp_count(&sluice_xdp_vip_stats_v1, vip_id, bytes);
 	xdp_count(&sluice_xdp_backend_stats_v1, backend_id, bytes);
@@ -310,20 +344,39 @@ int xdp_lb(struct xdp_md *ctx)
 	return xdp_lb_handle(ctx);
 }
 
-/* The load balancer, then the encapsulation undone (benchmark harnesses below). */
+/*
+ * The load balancer, then its IPv4 encapsulation undone (benchmark harnesses below, IPv4 backends
+ * only): the client's Ethernet header is saved first, and after an XDP_TX the outer header is
+ * removed with one bpf_xdp_adjust_head and the header put back — exactly the pop half of
+ * bench_push_pop (test/bpf/progs/xdp_bench.bpf.c), which bench/xdp.ts subtracts.
+ */
 static __always_inline int xdp_lb_and_undo(struct xdp_md *ctx)
 {
-	int verdict = xdp_lb_handle(ctx);
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	struct ethhdr eth;
+	int verdict;
 
-	if (verdict == XDP_TX)
-		xdp_decap(ctx);
+	if (data + sizeof(eth) > data_end)
+		return XDP_ABORTED;
+	__builtin_memcpy(&eth, data, sizeof(eth));
+	verdict = xdp_lb_handle(ctx);
+	if (verdict != XDP_TX)
+		return verdict;
+	if (bpf_xdp_adjust_head(ctx, sizeof(struct iphdr)))
+		return XDP_ABORTED;
+	data = (void *)(long)ctx->data;
+	data_end = (void *)(long)ctx->data_end;
+	if (data + sizeof(eth) > data_end)
+		return XDP_ABORTED;
+	__builtin_memcpy(data, &eth, sizeof(eth));
 	return verdict;
 }
 
 /*
  * Benchmark harness only (never attached): xdp_lb, then the encapsulation undone, so that
  * BPF_PROG_TEST_RUN's repetitions (which do not restore the packet) each see the client's packet
- * again. Its cost is the load balancer's plus the undo: an upper bound for xdp_lb.
+ * again.
  */
 SEC("xdp")
 int xdp_lb_bench(struct xdp_md *ctx)
@@ -347,40 +400,6 @@ int xdp_lb_bench_new(struct xdp_md *ctx)
 	if ((void *)(ip + 1) <= data_end)
 		ip->saddr = bpf_htonl(bpf_ntohl(ip->saddr) + 1);
 	return verdict;
-}
-
-/*
- * Benchmark harness only (never attached): the undo of xdp_lb_bench measured on its own. Pushes a
- * minimal outer IPv4 header (bpf_xdp_adjust_head, Ethernet header moved, the fields xdp_decap
- * checks) and removes it again with the same xdp_decap. The push does no more work than the
- * decapsulation, so half of this program's cost above a bare XDP_PASS is at most what the undo adds
- * to xdp_lb_bench (the benchmark subtracts that half).
- */
-SEC("xdp")
-int xdp_bench_push_pop(struct xdp_md *ctx)
-{
-	void *data = (void *)(long)ctx->data;
-	void *data_end = (void *)(long)ctx->data_end;
-	struct ethhdr eth_old;
-	struct iphdr *outer;
-
-	if (data + sizeof(struct ethhdr) > data_end)
-		return XDP_ABORTED;
-	__builtin_memcpy(&eth_old, data, sizeof(eth_old));
-	if (bpf_xdp_adjust_head(ctx, -(int)sizeof(struct iphdr)))
-		return XDP_ABORTED;
-	data = (void *)(long)ctx->data;
-	data_end = (void *)(long)ctx->data_end;
-	outer = data + sizeof(struct ethhdr);
-	if ((void *)(outer + 1) > data_end)
-		return XDP_ABORTED;
-	eth_old.h_proto = bpf_htons(ETH_P_IP);
-	__builtin_memcpy(data, &eth_old, sizeof(eth_old));
-	outer->version = 4;
-	outer->ihl = 5;
-	outer->frag_off = 0;
-	outer->protocol = IPPROTO_IPIP;
-	return xdp_decap(ctx) ? XDP_ABORTED : XDP_TX;
 }
 
 /* Backend side: strips an outer IPIP / IP6IP6 / 4in6 / 6in4 header; everything else passes as is.

@@ -32,6 +32,7 @@ import type {
 } from './types';
 
 export type * from './types';
+export { TestRunFlags } from './types';
 
 /** Every failure of the addon (the binding constructs this class itself, then sets the fields). */
 export class BpfError extends Error implements BpfErrorFields {

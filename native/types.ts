@@ -127,7 +127,20 @@ export interface TestRunOptions {
   /** room for the output context (defaults to ctx length). */
   ctxOutSize?: number;
   repeat?: number;
+  /**
+   * BPF_PROG_RUN flags, passed as given (e.g. BPF_F_TEST_XDP_LIVE_FRAMES: XDP frames are really
+   * passed/transmitted on ctx's ingress_ifindex, each repetition from a page-pool frame whose
+   * pointers, not contents, are reset; no dataOut then — only inside a test-created netns).
+   */
+  flags?: number;
+  /** CPU to run on with BPF_F_TEST_RUN_ON_CPU (the kernel takes it for raw tracepoints only). */
+  cpu?: number;
+  /** frames per batch with BPF_F_TEST_XDP_LIVE_FRAMES (kernel default 64, at most 256). */
+  batchSize?: number;
 }
+
+/** BPF_PROG_RUN flags (include/uapi/linux/bpf.h). */
+export const TestRunFlags = { runOnCpu: 1, xdpLiveFrames: 2 } as const;
 
 export interface TestRunResult {
   readonly retval: number;

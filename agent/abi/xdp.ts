@@ -18,7 +18,8 @@ export const XdpMaps = {
   vips: 'sluice_xdp_vips_v1',
   backends: 'sluice_xdp_backends_v1',
   maglev: 'sluice_xdp_maglev_v1',
-  conns: 'sluice_xdp_conns_v1',
+  /** the connection table: sets of XDP_LB_CONN_WAYS flows in an array (bpf/lib/xdp_conntab.h) */
+  conns: 'sluice_xdp_conns_v2',
   vipStats: 'sluice_xdp_vip_stats_v1',
   backendStats: 'sluice_xdp_backend_stats_v1',
   verdicts: 'sluice_xdp_verdicts_v1',
@@ -27,6 +28,12 @@ export const XdpMaps = {
   /** VIP filter slot (vipFilterSlot) → 1 when some VIP maps there */
   vipFilter: 'sluice_xdp_vip_filter_v1',
 } as const;
+
+/**
+ * Maps earlier versions pinned that no program uses any more: the connection table before it became
+ * sets (an LRU_HASH). A load with the same pin directory removes their names.
+ */
+export const XDP_LB_RETIRED_MAPS = ['sluice_xdp_conns_v1'] as const;
 
 /** Slots of sluice_xdp_vip_filter_v1 (XDP_LB_VIP_FILTER_SLOTS, a power of two). */
 export const XDP_LB_VIP_FILTER_SLOTS = 65_536;
@@ -38,6 +45,19 @@ export const XDP_LB_VIP_FILTER_SLOTS = 65_536;
 export function vipFilterSlot(addr16: Buffer, port: number, proto: number): number {
   const addr = addr16.readUInt32BE(12);
   return ((addr ^ (addr >>> 16) ^ port ^ (proto << 8)) & (XDP_LB_VIP_FILTER_SLOTS - 1)) >>> 0;
+}
+
+/** Flows per set of the connection table (XDP_CONN_WAYS in bpf/lib/xdp_conntab.h). */
+export const XDP_LB_CONN_WAYS = 16;
+
+/**
+ * Sets of the connection table for `maxConns` flows: enough for maxConns, a power of two (the program
+ * masks its hash), at least one.
+ */
+export function xdpConnSets(maxConns: number): number {
+  let sets = 1;
+  while (sets * XDP_LB_CONN_WAYS < maxConns) sets *= 2;
+  return sets;
 }
 
 /** Default capacities from bpf/include/xdp_lb.h. */

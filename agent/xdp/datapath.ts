@@ -9,6 +9,7 @@
  * their flows in the connection table keep going; a backend no service lists any more loses its slot,
  * and its flows then take a fresh choice.
  */
+import { rmSync } from 'node:fs';
 import { isIPv4, isIPv6 } from 'node:net';
 import { join } from 'node:path';
 import type { BpfMap, BpfObject, NativeBpf, OpenObjectOptions, XdpLink, XdpMode } from '../../native/types';
@@ -23,6 +24,7 @@ import {
   XDP_LB_DEFAULTS,
   XDP_LB_OBJECT,
   XDP_LB_PROGRAM,
+  XDP_LB_RETIRED_MAPS,
   XdpBackendCodec,
   XdpCounterCodec,
   XdpMaps,
@@ -30,6 +32,7 @@ import {
   XdpReasons,
   XdpVipCodec,
   XdpVipKeyCodec,
+  xdpConnSets,
 } from '../abi/xdp';
 import { buildMaglevTable, isPrime } from './maglev';
 import { BpfMaglevStore, MaglevTableWriter } from './table-writer';
@@ -42,7 +45,10 @@ export interface XdpLbConfig {
   /** Most VIPs (each has its own table, so this also sizes the table array). */
   readonly maxVips?: number;
   readonly maxBackends?: number;
-  /** Connection-table capacity (split across CPUs' LRU lists). */
+  /**
+   * Connection-table capacity in flows: rounded up to a power-of-two number of sets of
+   * XDP_LB_CONN_WAYS (LRU within each set).
+   */
   readonly maxConns?: number;
   /** This node's IPv4 address, the outer source towards IPv4 backends. */
   readonly encapSource4?: string;
@@ -155,6 +161,7 @@ export function xdpLoadOptions(config: ResolvedConfig, pinRoot?: string): OpenOb
     globals: {
       hash_seed: u32Buffer(config.hashSeed),
       maglev_size: u32Buffer(config.maglevSize),
+      conn_set_mask: u32Buffer(xdpConnSets(config.maxConns) - 1),
       encap_saddr4: config.encapSource4 ? ipv4ToBytes(config.encapSource4) : Buffer.alloc(4),
       encap_saddr6: config.encapSource6 ? ipToBytes16(config.encapSource6) : Buffer.alloc(16),
       gateway_mac: config.gatewayMac ? parseMac(config.gatewayMac) : Buffer.alloc(6),
@@ -166,7 +173,7 @@ export function xdpLoadOptions(config: ResolvedConfig, pinRoot?: string): OpenOb
       [XdpMaps.maglev]: config.maxVips * config.maglevSize,
       [XdpMaps.backends]: config.maxBackends,
       [XdpMaps.backendStats]: config.maxBackends,
-      [XdpMaps.conns]: config.maxConns,
+      [XdpMaps.conns]: xdpConnSets(config.maxConns),
     },
   };
 }
@@ -237,6 +244,10 @@ export class XdpLoadBalancer {
       join(objectDir, XDP_LB_OBJECT),
       xdpLoadOptions(resolved, options.pinRoot),
     );
+    // Only the old program used a retired map: unpinning frees it once no attached program holds it.
+    if (options.pinRoot) {
+      for (const name of XDP_LB_RETIRED_MAPS) rmSync(join(options.pinRoot, name), { force: true });
+    }
     const lb = new XdpLoadBalancer(object, resolved, options.logger ?? silentLogger);
     lb.restore();
     return lb;

@@ -24,158 +24,125 @@
 
 #define XDP_ENCAP_TTL 64
 
-static __always_inline __u16 xdp_csum_fold(__u32 csum)
-{
-	csum = (csum & 0xffff) + (csum >> 16);
-	csum = (csum & 0xffff) + (csum >> 16);
-	return (__u16)~csum;
-}
+#if __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
+#error "the outer headers are assembled as little-endian words"
+#endif
 
-/* The Internet checksum of a 20-byte IPv4 header whose check field is zero. */
-static __always_inline __u16 xdp_ipv4_csum(const struct iphdr *ip)
-{
-	const __u16 *words = (const __u16 *)ip;
-	__u32 csum = 0;
+/*
+ * Packet bytes moved as 16/32-bit words: the verifier checks packet bounds, not alignment (unless a
+ * loader asks for strict alignment), and the JIT targets handle unaligned access. Byte arrays would
+ * otherwise be copied one byte at a time.
+ */
+#define XDP_LD16(p)    (*(const __u16 *)(p))
+#define XDP_LD32(p)    (*(const __u32 *)(p))
+#define XDP_ST16(p, v) (*(__u16 *)(p) = (v))
+#define XDP_ST32(p, v) (*(__u32 *)(p) = (v))
+#define XDP_ST64(p, v) (*(__u64 *)(p) = (v))
 
-#pragma unroll
-	for (int i = 0; i < (int)(sizeof(*ip) / 2); i++)
-		csum += words[i];
-	return xdp_csum_fold(csum);
-}
-
-static __always_inline int xdp_mac_is_zero(const __u8 *mac)
-{
-	return (mac[0] | mac[1] | mac[2] | mac[3] | mac[4] | mac[5]) == 0;
-}
-
-/* The outer header the backend receives. */
-struct xdp_outer {
-	__u8 family; /* XDP_LB_AF_INET or XDP_LB_AF_INET6 (the backend's family) */
-	union {
-		struct iphdr v4;
-		struct ipv6hdr v6;
-	};
+/* What the outer header needs besides the packet: the backend and this node's side. */
+struct xdp_encap_args {
+	__be32 saddr4;	     /* node's IPv4 source (0: none) */
+	__be32 daddr4;	     /* IPv4 backend */
+	__u64 saddr6[2];     /* node's IPv6 source (zero: none) */
+	__u64 daddr6[2];     /* IPv6 backend */
+	__u32 gw_lo;	     /* gateway MAC bytes 0-3 (with gw_hi zero: back to the sender) */
+	__u16 gw_hi;	     /* gateway MAC bytes 4-5 */
+	__u8 backend_family; /* XDP_LB_AF_INET or XDP_LB_AF_INET6 */
+	__u8 pad;
 };
 
 /*
- * Builds the outer header for pkt towards backend be, from the node's source address for that
- * family. Returns -EADDRNOTAVAIL when the node has no source address of the backend's family.
+ * Writes L2 (turned around) and the outer header into a frame just grown by olen bytes at the
+ * front: the client's L2 header now starts at data + olen. l2 and olen are constants after
+ * inlining, so every access is at a fixed offset behind one bounds check.
  */
-static __always_inline int xdp_build_outer(struct xdp_outer *out, const struct xdp_lb_pkt *pkt,
-					   const struct xdp_backend *be, __be32 saddr4,
-					   const __u8 *saddr6)
+static __always_inline int xdp_write_encap(void *data, void *data_end, int l2, int olen,
+					   const struct xdp_lb_pkt *pkt,
+					   const struct xdp_encap_args *args)
 {
+	void *old = data + olen, *ip = data + l2;
 	__u8 inner = pkt->family == XDP_LB_AF_INET ? IPPROTO_IPIP : IPPROTO_IPV6;
+	__u32 dst_lo = args->gw_lo, src_lo, tag = 0;
+	__u16 dst_hi = args->gw_hi, src_hi;
 
-	out->family = be->family;
-	if (be->family == XDP_LB_AF_INET) {
-		struct iphdr *ip = &out->v4;
-
-		if (!saddr4)
-			return -EADDRNOTAVAIL;
-		__builtin_memset(ip, 0, sizeof(*ip));
-		ip->version = 4;
-		ip->ihl = 5;
-		ip->tos = pkt->tos;
-		ip->tot_len = bpf_htons(pkt->ip_len + sizeof(*ip));
-		ip->ttl = XDP_ENCAP_TTL;
-		ip->protocol = inner;
-		ip->saddr = saddr4;
-		__builtin_memcpy(&ip->daddr, &be->addr[12], 4);
-		ip->check = xdp_ipv4_csum(ip);
-		return 0;
+	if (data + l2 + olen > data_end)
+		return -EFAULT;
+	/* Read the client's L2 before the outer header overwrites its first bytes. */
+	if (!(dst_lo | dst_hi)) {
+		dst_lo = XDP_LD32(old + 6);
+		dst_hi = XDP_LD16(old + 10);
 	}
-	if (be->family == XDP_LB_AF_INET6) {
-		struct ipv6hdr *ip6 = &out->v6;
-		__u64 *src = (__u64 *)saddr6;
-
-		if (!(src[0] | src[1]))
-			return -EADDRNOTAVAIL;
-		__builtin_memset(ip6, 0, sizeof(*ip6));
-		ip6->version = 6;
-		ip6->priority = pkt->tos >> 4;
-		ip6->flow_lbl[0] = (pkt->tos & 0xf) << 4;
-		ip6->payload_len = bpf_htons(pkt->ip_len);
-		ip6->nexthdr = inner;
-		ip6->hop_limit = XDP_ENCAP_TTL;
-		__builtin_memcpy(&ip6->saddr, saddr6, 16);
-		__builtin_memcpy(&ip6->daddr, be->addr, 16);
-		return 0;
+	src_lo = XDP_LD32(old);
+	src_hi = XDP_LD16(old + 4);
+	if (l2 > (int)sizeof(struct ethhdr))
+		tag = XDP_LD32(old + 12); /* TPID and TCI stay */
+	XDP_ST32(data, dst_lo);
+	XDP_ST16(data + 4, dst_hi);
+	XDP_ST32(data + 6, src_lo);
+	XDP_ST16(data + 10, src_hi);
+	if (l2 > (int)sizeof(struct ethhdr)) {
+		XDP_ST32(data + 12, tag);
+		XDP_ST16(data + 16, bpf_htons(olen == 20 ? ETH_P_IP : ETH_P_IPV6));
+	} else {
+		XDP_ST16(data + 12, bpf_htons(olen == 20 ? ETH_P_IP : ETH_P_IPV6));
 	}
-	return -EAFNOSUPPORT;
+
+	if (olen == 20) {
+		/* version/IHL, TOS, total length | id 0, no fragment | TTL, protocol, checksum |
+		 * addrs */
+		__u32 w0 =
+		    0x45 | ((__u32)pkt->tos << 8) | ((__u32)bpf_htons(pkt->ip_len + 20) << 16);
+		__u32 w2 = XDP_ENCAP_TTL | ((__u32)inner << 8);
+		__u32 sum = (w0 & 0xffff) + (w0 >> 16) + w2 + (args->saddr4 & 0xffff) +
+			    (args->saddr4 >> 16) + (args->daddr4 & 0xffff) + (args->daddr4 >> 16);
+
+		sum = (sum & 0xffff) + (sum >> 16);
+		sum = (sum & 0xffff) + (sum >> 16);
+		XDP_ST32(ip, w0);
+		XDP_ST32(ip + 4, 0);
+		XDP_ST32(ip + 8, w2 | ((~sum & 0xffff) << 16));
+		XDP_ST32(ip + 12, args->saddr4);
+		XDP_ST32(ip + 16, args->daddr4);
+	} else {
+		/* version, traffic class, flow label 0 | payload length, next header, hop limit */
+		__u32 w0 = 0x60 | (pkt->tos >> 4) | ((__u32)(pkt->tos & 0xf) << 12);
+		__u32 w1 = (__u32)bpf_htons(pkt->ip_len) | ((__u32)inner << 16) |
+			   ((__u32)XDP_ENCAP_TTL << 24);
+
+		XDP_ST32(ip, w0);
+		XDP_ST32(ip + 4, w1);
+		XDP_ST64(ip + 8, args->saddr6[0]);
+		XDP_ST64(ip + 16, args->saddr6[1]);
+		XDP_ST64(ip + 24, args->daddr6[0]);
+		XDP_ST64(ip + 32, args->daddr6[1]);
+	}
+	return 0;
 }
 
-/* Writes L2 (turned around) and the outer header at the start of a frame that has room for them. */
-#define XDP_WRITE_ENCAP(data, data_end, l2_len, eth_old, vlan_old, out, olen, gw_mac, ethertype)   \
-	({                                                                                         \
-		int __ret = 0;                                                                     \
-		struct ethhdr *__eth = (data);                                                     \
-		void *__l3 = (void *)__eth + (l2_len);                                             \
-		if (__l3 + (olen) > (data_end)) {                                                  \
-			__ret = -EFAULT;                                                           \
-		} else {                                                                           \
-			if (xdp_mac_is_zero(gw_mac))                                               \
-				__builtin_memcpy(__eth->h_dest, (eth_old).h_source, ETH_ALEN);     \
-			else                                                                       \
-				__builtin_memcpy(__eth->h_dest, (gw_mac), ETH_ALEN);               \
-			__builtin_memcpy(__eth->h_source, (eth_old).h_dest, ETH_ALEN);             \
-			if ((l2_len) > sizeof(struct ethhdr)) {                                    \
-				struct xdp_vlan_hdr *__vlan = (void *)(__eth + 1);                 \
-				__eth->h_proto = (eth_old).h_proto;                                \
-				__vlan->tci = (vlan_old).tci;                                      \
-				__vlan->proto = (ethertype);                                       \
-			} else {                                                                   \
-				__eth->h_proto = (ethertype);                                      \
-			}                                                                          \
-			__builtin_memcpy(__l3, &(out), (olen));                                    \
-		}                                                                                  \
-		__ret;                                                                             \
-	})
-
 /*
- * Prepends the outer header. gw_mac all zero sends the frame back to the MAC it came from (the
- * router that delivered it); otherwise to gw_mac.
+ * Prepends the outer header towards the backend: IPv4 (protocol 4 for IPv4 inside, 41 for IPv6) or
+ * IPv6 (next header 4 or 41) by the backend's family, from this node's address of that family, with
+ * the L2 header kept in front and its MAC addresses turned around (destination: the gateway MAC, or
+ * the MAC the packet came from when none is set). Returns -EADDRNOTAVAIL when the node has no
+ * source address of the backend's family, -ENOMEM when the frame has no headroom.
  */
 static __always_inline int xdp_encap(struct xdp_md *ctx, const struct xdp_lb_pkt *pkt,
-				     const struct xdp_outer *out, const __u8 *gw_mac)
+				     const struct xdp_encap_args *args)
 {
-	void *data = (void *)(long)ctx->data;
-	void *data_end = (void *)(long)ctx->data_end;
-	struct ethhdr eth_old;
-	struct xdp_vlan_hdr vlan_old = {};
-	__be16 ethertype;
-	int olen;
+	int v4 = args->backend_family == XDP_LB_AF_INET;
+	void *data, *data_end;
 
-	if (data + sizeof(struct ethhdr) + sizeof(struct xdp_vlan_hdr) > data_end)
-		return -EFAULT;
-	__builtin_memcpy(&eth_old, data, sizeof(eth_old));
-	if (pkt->vlan)
-		__builtin_memcpy(&vlan_old, data + sizeof(eth_old), sizeof(vlan_old));
-
-	if (out->family == XDP_LB_AF_INET) {
-		olen = sizeof(struct iphdr);
-		ethertype = bpf_htons(ETH_P_IP);
-	} else {
-		olen = sizeof(struct ipv6hdr);
-		ethertype = bpf_htons(ETH_P_IPV6);
-	}
-	if (bpf_xdp_adjust_head(ctx, -olen))
+	if (v4 ? !args->saddr4 : !(args->saddr6[0] | args->saddr6[1]))
+		return -EADDRNOTAVAIL;
+	if (bpf_xdp_adjust_head(ctx, v4 ? -20 : -40))
 		return -ENOMEM;
 	data = (void *)(long)ctx->data;
 	data_end = (void *)(long)ctx->data_end;
-
-	if (out->family == XDP_LB_AF_INET) {
-		if (pkt->vlan)
-			return XDP_WRITE_ENCAP(data, data_end, 18, eth_old, vlan_old, out->v4,
-					       sizeof(struct iphdr), gw_mac, ethertype);
-		return XDP_WRITE_ENCAP(data, data_end, 14, eth_old, vlan_old, out->v4,
-				       sizeof(struct iphdr), gw_mac, ethertype);
-	}
-	if (pkt->vlan)
-		return XDP_WRITE_ENCAP(data, data_end, 18, eth_old, vlan_old, out->v6,
-				       sizeof(struct ipv6hdr), gw_mac, ethertype);
-	return XDP_WRITE_ENCAP(data, data_end, 14, eth_old, vlan_old, out->v6,
-			       sizeof(struct ipv6hdr), gw_mac, ethertype);
+	if (v4)
+		return pkt->vlan ? xdp_write_encap(data, data_end, 18, 20, pkt, args)
+				 : xdp_write_encap(data, data_end, 14, 20, pkt, args);
+	return pkt->vlan ? xdp_write_encap(data, data_end, 18, 40, pkt, args)
+			 : xdp_write_encap(data, data_end, 14, 40, pkt, args);
 }
 
 /*

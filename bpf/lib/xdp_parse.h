@@ -41,12 +41,13 @@ struct xdp_vlan_hdr {
 
 /* What the parser learned about a packet. */
 struct xdp_lb_pkt {
-	struct xdp_flow_key key; /* 5-tuple (also the connection-table key) */
-	__u32 ip_len;		 /* IP packet length as its header declares (header + payload) */
-	__u8 vlan;		 /* 1 when one 802.1Q/802.1ad tag follows the MAC addresses */
-	__u8 family;		 /* XDP_LB_AF_INET or XDP_LB_AF_INET6 */
-	__u8 tos;		 /* IPv4 TOS / IPv6 traffic class, copied to the outer header */
-	__u8 syn;		 /* 1 for a TCP SYN without ACK (always a fresh choice) */
+	/* 5-tuple (also the connection-table key); 8-aligned: compared as 64-bit words */
+	struct xdp_flow_key key __attribute__((aligned(8)));
+	__u32 ip_len; /* IP packet length as its header declares (header + payload) */
+	__u8 vlan;    /* 1 when one 802.1Q/802.1ad tag follows the MAC addresses */
+	__u8 family;  /* XDP_LB_AF_INET or XDP_LB_AF_INET6 */
+	__u8 tos;     /* IPv4 TOS / IPv6 traffic class, copied to the outer header */
+	__u8 syn;     /* 1 for a TCP SYN without ACK (always a fresh choice) */
 };
 
 static __always_inline int xdp_parse_l4(void *l4, void *data_end, __u8 proto, __u32 room,

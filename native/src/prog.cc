@@ -336,8 +336,10 @@ NAN_METHOD(ProgHandle::AttachIter) {
   info.GetReturnValue().Set(LinkHandle::WrapLink(fd, ""));
 }
 
-// testRun({ data?, dataOutSize?, ctx?, ctxOutSize?, repeat? }) -> { retval, durationNs, dataOut,
-// ctxOut? }
+// testRun({ data?, dataOutSize?, ctx?, ctxOutSize?, repeat?, flags?, cpu?, batchSize? }) ->
+// { retval, durationNs, dataOut, ctxOut? }. flags/cpu/batchSize go to the kernel as given: it
+// decides which program types take them (XDP: BPF_F_TEST_XDP_LIVE_FRAMES and batchSize; cpu: raw
+// tracepoints).
 NAN_METHOD(ProgHandle::TestRun) {
   const std::string op = "bpf_prog_test_run_opts";
   PROG_SELF(op);
@@ -348,14 +350,20 @@ NAN_METHOD(ProgHandle::TestRun) {
   }
   char *data = nullptr, *ctx = nullptr;
   size_t data_length = 0, ctx_length = 0;
-  uint32_t data_out_size = 0, ctx_out_size = 0, repeat = 1;
+  uint32_t data_out_size = 0, ctx_out_size = 0, repeat = 1, flags = 0, cpu = 0, batch_size = 0;
   bool has_data = false, has_ctx = false, has_out = false, has_ctx_out = false, has_repeat = false;
+  bool present = false;
   if (!OptBuffer(options, "data", op, &data, &data_length, &has_data)) return;
   if (!OptBuffer(options, "ctx", op, &ctx, &ctx_length, &has_ctx)) return;
   if (!OptUint32(options, "dataOutSize", op, &data_out_size, &has_out)) return;
   if (!OptUint32(options, "ctxOutSize", op, &ctx_out_size, &has_ctx_out)) return;
   if (!OptUint32(options, "repeat", op, &repeat, &has_repeat)) return;
+  if (!OptUint32(options, "flags", op, &flags, &present)) return;
+  if (!OptUint32(options, "cpu", op, &cpu, &present)) return;
+  if (!OptUint32(options, "batchSize", op, &batch_size, &present)) return;
   if (!has_out) data_out_size = has_data ? static_cast<uint32_t>(data_length) + 256 : 0;
+  // Live XDP frames are transmitted, not copied back: the kernel refuses data_out then.
+  if (flags & BPF_F_TEST_XDP_LIVE_FRAMES) data_out_size = 0;
   if (!has_ctx_out && has_ctx) ctx_out_size = static_cast<uint32_t>(ctx_length);
   std::vector<char> data_out(data_out_size), ctx_out(ctx_out_size);
   LIBBPF_OPTS(bpf_test_run_opts, opts);
@@ -376,6 +384,9 @@ NAN_METHOD(ProgHandle::TestRun) {
     opts.ctx_size_out = ctx_out_size;
   }
   opts.repeat = static_cast<int>(repeat);
+  opts.flags = flags;
+  opts.cpu = cpu;
+  opts.batch_size = batch_size;
   if (bpf_prog_test_run_opts(self->fd_, &opts) != 0) return ThrowBpfError(op, errno);
   v8::Local<v8::Object> out = Nan::New<v8::Object>();
   SetProp(out, "retval", opts.retval);

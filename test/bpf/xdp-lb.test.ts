@@ -3,13 +3,15 @@
  * verdicts, the encapsulated output checked header by header (checksums recomputed here), flows
  * sticking to their backend across backend-set changes, and the counters.
  */
-import { resolve } from 'node:path';
+import { existsSync, mkdirSync } from 'node:fs';
+import { join, resolve } from 'node:path';
 import { afterEach, beforeEach, expect, it } from 'vitest';
 import { ipToBytes16 } from '../../agent/abi/ip';
 import {
   u32Buffer,
   vipFilterSlot,
   XDP_DECAP_PROGRAM,
+  XDP_LB_CONN_WAYS,
   XDP_LB_PROGRAM,
   XdpAction,
   XdpMaps,
@@ -18,7 +20,7 @@ import {
 import { type XdpLbConfig, XdpLoadBalancer, type XdpServiceSpec } from '../../agent/xdp/datapath';
 import { type FlowTuple, maglevSlot } from '../../agent/xdp/flow-hash';
 import { buildMaglevTable } from '../../agent/xdp/maglev';
-import { bpf } from '../../native/index';
+import { bpf, TestRunFlags } from '../../native/index';
 import { describePrivileged } from '../support/privileged';
 import { useSandbox } from '../support/sandbox';
 import {
@@ -356,10 +358,13 @@ describePrivileged('XDP load balancer (test runs)', () => {
   );
 
   /** A source port whose Maglev slot moves to another backend when `next` replaces the backend set. */
-  const flowThatMoves = (next: XdpServiceSpec): { spec: FrameSpec; from: string; to: string } => {
+  const flowThatMoves = (
+    next: XdpServiceSpec,
+    firstPort = 20000,
+  ): { spec: FrameSpec; from: string; to: string } => {
     const tableNow = lb.table(WEB4.address, WEB4.port, WEB4.protocol)!;
     const preview = buildPreview(next);
-    for (let port = 20000; port < 60000; port++) {
+    for (let port = firstPort; port < 60000; port++) {
       const spec: FrameSpec = {
         src: '198.51.100.50',
         dst: WEB4.address,
@@ -417,6 +422,47 @@ describePrivileged('XDP load balancer (test runs)', () => {
     const again = run(frame({ ...spec, flags: TCP_SYN }));
     expect(checkEncapsulated(frame(spec), again.dataOut, spec)).toBe(to);
     expect(run(frame(ack)).dataOut.subarray(30, 34)).toEqual(again.dataOut.subarray(30, 34));
+  });
+
+  it('keeps the most recently used flows of a full connection-table set and evicts the oldest', async () => {
+    // maxConns flows in sets of XDP_LB_CONN_WAYS; one set: every flow lands in it.
+    expect(lb.object.map(XdpMaps.conns).info().maxEntries).toBe(CONFIG.maxConns! / XDP_LB_CONN_WAYS);
+    lb.close();
+    const pinRoot = join(sandbox().bpffsDir, 'one-set');
+    mkdirSync(pinRoot);
+    lb = XdpLoadBalancer.load(bpf, OBJECT_DIR, { ...CONFIG, maxConns: XDP_LB_CONN_WAYS }, { pinRoot });
+    expect(lb.object.map(XdpMaps.conns).info().maxEntries).toBe(1);
+    lb.setService(WEB4);
+    const next: XdpServiceSpec = {
+      ...WEB4,
+      backends: [...WEB4.backends, { address: '10.1.0.14' }, { address: '10.1.0.15' }],
+    };
+    const flows: { spec: FrameSpec; from: string; to: string }[] = [];
+    for (let i = 0; i <= XDP_LB_CONN_WAYS; i++) {
+      flows.push(flowThatMoves(next, i ? flows[i - 1]!.spec.sport! + 1 : 20000));
+    }
+    const send = (spec: FrameSpec, flags: number) => {
+      const packet = { ...spec, flags };
+      return checkEncapsulated(frame(packet), run(frame(packet)).dataOut, packet);
+    };
+    for (const flow of flows.slice(0, XDP_LB_CONN_WAYS)) expect(send(flow.spec, TCP_SYN)).toBe(flow.from);
+    // The clock of last use is coarse (16 jiffies: 160 ms at HZ=100); after a pause longer than that,
+    // the first flow is used again, so the second is now the least recently used: the last flow takes
+    // its way (ways used at the same time go lowest first, the order they were filled in).
+    await new Promise((r) => setTimeout(r, 250));
+    expect(send(flows[0]!.spec, TCP_ACK)).toBe(flows[0]!.from);
+    expect(send(flows[XDP_LB_CONN_WAYS]!.spec, TCP_SYN)).toBe(flows[XDP_LB_CONN_WAYS]!.from);
+
+    lb.setService(next);
+    flows.forEach((flow, i) => {
+      if (i !== 1) expect(send(flow.spec, TCP_ACK), `flow ${i}`).toBe(flow.from);
+    });
+    // The evicted flow takes a fresh choice (and a way again); a SYN replaces its flow's way, leaving no
+    // second entry with the old backend: both follow the new table from now on.
+    expect(send(flows[1]!.spec, TCP_ACK)).toBe(flows[1]!.to);
+    expect(send(flows[1]!.spec, TCP_ACK)).toBe(flows[1]!.to);
+    expect(send(flows[2]!.spec, TCP_SYN)).toBe(flows[2]!.to);
+    expect(send(flows[2]!.spec, TCP_ACK)).toBe(flows[2]!.to);
   });
 
   it('gives draining and unhealthy backends no new flows but keeps their established ones', () => {
@@ -612,6 +658,38 @@ describePrivileged('XDP load balancer (test runs)', () => {
     expect(run(frame({ src: '198.51.100.94', dst: MIXED.address, protocol: 'tcp', dport: 80 })).retval).toBe(
       XdpAction.tx,
     );
+  });
+
+  it('removes the pin of the connection table earlier versions used', () => {
+    lb.close();
+    const pinRoot = join(sandbox().bpffsDir, 'upgrade');
+    mkdirSync(pinRoot);
+    const old = bpf.createMap({
+      type: 'hash',
+      name: 'xdp_conns_v1',
+      keySize: 4,
+      valueSize: 4,
+      maxEntries: 1,
+    });
+    old.pin(join(pinRoot, 'sluice_xdp_conns_v1'));
+    old.close();
+    lb = XdpLoadBalancer.load(bpf, OBJECT_DIR, CONFIG, { pinRoot });
+    expect(existsSync(join(pinRoot, 'sluice_xdp_conns_v1'))).toBe(false);
+    expect(existsSync(join(pinRoot, XdpMaps.conns))).toBe(true);
+  });
+
+  it('hands testRun flags to the kernel: live frames, and CPU placement refused for XDP', () => {
+    // A VIP without backends drops: live frames are then recycled at once, nothing is passed or sent.
+    const data = frame({ src: '198.51.100.7', dst: EMPTY.address, protocol: 'tcp', dport: 80 });
+    const program = lb.object.program(XDP_LB_PROGRAM);
+    const before = verdicts().drop_no_backend;
+    expect(program.testRun({ data, repeat: 50 }).retval).toBe(XdpAction.drop);
+    // Live frames report no verdict (the kernel acted on it), yet every repetition ran and counted.
+    const live = program.testRun({ data, repeat: 50, flags: TestRunFlags.xdpLiveFrames });
+    expect(live.retval).toBe(0);
+    expect(live.dataOut.length).toBe(0);
+    expect(verdicts().drop_no_backend).toBe(before + 100n);
+    expect(() => program.testRun({ data, cpu: 1, flags: TestRunFlags.runOnCpu })).toThrow(/EINVAL/);
   });
 
   it('sends to the gateway MAC when one is set, and refuses settings it cannot use', () => {
