@@ -10,13 +10,13 @@
  *
  * Run: make build && node dist/bench/fastpath.js   (ROUNDS=5 for more rounds; default 3)
  */
-import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { FastPath } from '../agent/fastpath/fastpath';
 import { parseFastPathSettings } from '../agent/fastpath/settings';
 import { bpf, packageRoot } from '../native';
-import { fastpathIoAvailable, runFastpathIo } from '../test/support/fastpath-io';
-import { createKernelSandbox, type Netns, type Sandbox } from '../test/support/kernel-sandbox';
+import { fastpathIoAvailable, runFastpathIo, type Spawner } from '../test/support/fastpath-io';
+import { createKernelSandbox, type Netns } from '../test/support/kernel-sandbox';
 import { writeBenchmarkSection } from './report';
 
 const ROOT = packageRoot(__dirname);
@@ -35,9 +35,16 @@ const BULK_BYTES: Record<number, number> = {
 };
 const CONN_COUNT: Record<number, number> = { 64: 2000, 1024: 2000, 65536: 1000, 1048576: 200 };
 
-/** fast: the fast path with its default policy; raw: redirect every send (no streaming policy); plain: off. */
-type Mode = 'fast' | 'raw' | 'plain';
-const MODES: Mode[] = ['fast', 'raw', 'plain'];
+/**
+ * fast: the fast path with its default policy; raw: the fast path redirecting every send (no streaming
+ * policy); min: the minimal redirect of issue 4 (build/bpf-test/fastpath_min.bpf.o: sockhash + redirect,
+ * nothing else), the ceiling for the fast path's own per-message cost; plain: loopback TCP.
+ */
+type Mode = 'fast' | 'raw' | 'min' | 'plain';
+const MODES: Mode[] = ['fast', 'raw', 'min', 'plain'];
+/** The minimal redirect has no backpressure bound: the stalled-receiver run would absorb its whole cap. */
+const STALL_MODES: Mode[] = ['fast', 'raw', 'plain'];
+const MIN_OBJECT = resolve(ROOT, 'build/bpf-test/fastpath_min.bpf.o');
 interface Sample {
   p50: number;
   p99: number;
@@ -55,7 +62,7 @@ function sizeLabel(size: number): string {
   return size >= MiB ? `${size / MiB} MiB` : size >= KiB ? `${size / KiB} KiB` : `${size} B`;
 }
 
-async function measure(sandbox: Sandbox, ns: Netns, size: number): Promise<Sample> {
+async function measure(sandbox: Spawner, ns: Netns, size: number): Promise<Sample> {
   const opts = { nonblocking: true, timeoutMs: 120_000 };
   const pp = await runFastpathIo(sandbox, ns, ['pingpong', size, PINGPONG_ITERS[size]!], opts);
   const bulk = await runFastpathIo(sandbox, ns, ['bulk', size, BULK_BYTES[size]!], opts);
@@ -72,9 +79,17 @@ async function measure(sandbox: Sandbox, ns: Netns, size: number): Promise<Sampl
 async function main(): Promise<void> {
   const missing = fastpathIoAvailable();
   if (missing) throw new Error(missing);
+  if (!existsSync(MIN_OBJECT)) throw new Error(`${MIN_OBJECT} not built (make bpf-test)`);
   const sandbox = createKernelSandbox('bench-fastpath', String(process.pid));
+  // A sibling cgroup for the minimal redirect, so its sockets never meet the fast path's programs.
+  const minSandbox = createKernelSandbox('bench-fastpath-min', String(process.pid));
   const ns = sandbox.netns();
   const started = new Date();
+  const minObject = bpf.loadObject(MIN_OBJECT);
+  const minLinks = [
+    minObject.program('fp_min_msg').attachSockmap(minObject.map('fp_min_socks')),
+    minObject.program('fp_min_sockops').attachCgroup(minSandbox.cgroupPath),
+  ];
   try {
     const policy = parseFastPathSettings({ enabled: true, scope: 'all' });
     const raw = parseFastPathSettings({
@@ -84,7 +99,10 @@ async function main(): Promise<void> {
       maxStreakBytes: 0,
     });
     const off = parseFastPathSettings({ enabled: false, scope: 'all' });
-    const apply = (mode: Mode) => fp.configure(mode === 'fast' ? policy : mode === 'raw' ? raw : off);
+    const apply = (mode: Mode): Spawner => {
+      fp.configure(mode === 'fast' ? policy : mode === 'raw' ? raw : off);
+      return mode === 'min' ? minSandbox : sandbox;
+    };
     const fp = new FastPath({
       bpf,
       settings: policy,
@@ -101,8 +119,7 @@ async function main(): Promise<void> {
           const shift = (round + SIZES.indexOf(size)) % MODES.length;
           const order = [...MODES.slice(shift), ...MODES.slice(0, shift)];
           for (const mode of order) {
-            apply(mode);
-            const sample = await measure(sandbox, ns, size);
+            const sample = await measure(apply(mode), ns, size);
             samples.set(key(mode, size), [...(samples.get(key(mode, size)) ?? []), sample]);
             console.error(
               `round ${round + 1}/${ROUNDS} ${mode} ${sizeLabel(size)}: ${JSON.stringify(sample)}`,
@@ -111,11 +128,10 @@ async function main(): Promise<void> {
         }
       }
       // Stalled receiver: bytes a sender can queue before it is pushed back (raw: the bound alone).
-      const stall: Record<Mode, number[]> = { fast: [], raw: [], plain: [] };
+      const stall: Record<Mode, number[]> = { fast: [], raw: [], min: [], plain: [] };
       for (let round = 0; round < ROUNDS; round++) {
-        for (const mode of MODES) {
-          apply(mode);
-          const r = await runFastpathIo(sandbox, ns, ['stall', 256 * MiB], { nonblocking: true });
+        for (const mode of STALL_MODES) {
+          const r = await runFastpathIo(apply(mode), ns, ['stall', 256 * MiB], { nonblocking: true });
           if (!r.ok) throw new Error(`stall failed: ${JSON.stringify(r)}`);
           stall[mode].push(r.queued as number);
         }
@@ -127,8 +143,11 @@ async function main(): Promise<void> {
       const rows: string[] = [];
       const pct = (a: number, b: number) => `${a >= b ? '+' : ''}${(((a - b) / b) * 100).toFixed(0)}%`;
       const cell = (size: number, f: (s: Sample) => number, digits: number) => {
-        const [a, r, p] = MODES.map((m) => agg(m, size, f));
-        return `${a!.toFixed(digits)} (${pct(a!, p!)}) / ${r!.toFixed(digits)} (${pct(r!, p!)}) / ${p!.toFixed(digits)}`;
+        const [a, r, m, p] = MODES.map((mode) => agg(mode, size, f));
+        return (
+          `**${a!.toFixed(digits)}** (${pct(a!, p!)}) / ${r!.toFixed(digits)} (${pct(r!, p!)}) / ` +
+          `${m!.toFixed(digits)} (${pct(m!, p!)}) / ${p!.toFixed(digits)}`
+        );
       };
       for (const size of SIZES) {
         rows.push(
@@ -146,7 +165,10 @@ async function main(): Promise<void> {
           `${ROUNDS} rounds (median of rounds), fast path and plain loopback interleaved in one run, ` +
           `non-blocking sockets (the only ones the fast path takes), 2 shared cores: compare within a row.`,
         '',
-        'Each cell: **fast path with its default policy** (change vs plain) / redirect every send, no streaming policy (change vs plain) / plain loopback.',
+        'Each cell: **fast path with its default policy** (change vs plain) / the fast path redirecting every send, ' +
+          'no streaming policy (change vs plain) / minimal redirect, nothing but sockhash + `bpf_msg_redirect_hash` ' +
+          '(`test/bpf/progs/fastpath_min.bpf.c`, no bound, no ordering state: the ceiling, not shippable) ' +
+          '(change vs plain) / plain loopback.',
         '',
         '| message | ping-pong p50 µs | ping-pong p99 µs | one-way bulk MB/s | short connections/s |',
         '|---|---|---|---|---|',
@@ -170,6 +192,12 @@ async function main(): Promise<void> {
       fp.stop();
     }
   } finally {
+    for (const link of minLinks) {
+      link.detach();
+      link.close();
+    }
+    minObject.close();
+    await minSandbox.cleanup();
     await sandbox.cleanup();
   }
 }

@@ -66,18 +66,29 @@ export const FpStatsCodec = defineStruct('fp_stats', [
   ['left_map', u64],
 ]);
 
-/** Per-connection send streaks (by the connection's canonical key). */
+/** Per-connection redirect claims (by the connection's canonical key). */
 export const FpConnCodec = defineStruct('fp_conn', [
-  ['streak_bytes0', u64],
-  ['streak_bytes1', u64],
-  ['streak_msgs0', u32],
-  ['streak_msgs1', u32],
   ['redir0', u64],
   ['redir1', u64],
 ]);
 
-/** Per-socket sticky mode (socket local storage). */
+/** Per-socket state (socket local storage): mode, the peer it sends to, streak and backpressure bookkeeping. */
 export const FpSockStateCodec = defineStruct('fp_sock_state', [
   ['mode', u32],
+  ['flags', u32],
+  ['peer', bytes(48)],
+  ['peer_sk', u64],
+  ['peer_state', u64],
+  ['sends', u64],
+  ['peer_sends_mark', u64],
+  ['streak_bytes', u64],
+  ['unread_bound', u64],
+  ['streak_msgs', u32],
   ['pad', u32],
+]);
+
+/** Where a sender finds its peer (sluice_fp_sockaddr_v2 value). */
+export const FpSockAddrCodec = defineStruct('fp_sock_addr', [
+  ['sk', u64],
+  ['state', u64],
 ]);

@@ -25,12 +25,12 @@ import type { FastPathSettings } from './settings';
 
 export const FASTPATH_OBJECT = 'fastpath.bpf.o';
 export const MAP_SOCKS = 'sluice_fp_socks_v1';
-export const MAP_SOCKADDR = 'sluice_fp_sockaddr_v1';
+export const MAP_SOCKADDR = 'sluice_fp_sockaddr_v2';
 export const MAP_CONFIG = 'sluice_fp_config_v1';
 export const MAP_STATS = 'sluice_fp_stats_v1';
 export const MAP_ENDPOINTS = 'sluice_fp_endpoints_v1';
 export const MAP_LISTENERS = 'sluice_fp_listeners_v1';
-export const MAP_CONNS = 'sluice_fp_conns_v1';
+export const MAP_CONNS = 'sluice_fp_conns_v2';
 
 export interface FastPathCounters {
   inserts: bigint;

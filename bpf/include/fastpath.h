@@ -66,16 +66,15 @@ struct fp_config {
 	__u32 pad;		/* zero */
 };
 
-/* Per-connection send streaks, keyed by the connection's canonical fp_sock_key
- * (fp_key_is_canonical). */
+/*
+ * Per-connection redirect claims, keyed by the connection's canonical fp_sock_key
+ * (fp_key_is_canonical). Touched only at decision points: a side's first redirect and a socket
+ * leaving the sockhash.
+ */
 struct fp_conn {
-	__u64 streak_bytes0; /* bytes the canonical side sent since the other side last sent */
-	__u64 streak_bytes1; /* bytes the other side sent since the canonical side last sent */
-	__u32 streak_msgs0;  /* sends of the canonical side since the other side last sent */
-	__u32 streak_msgs1;  /* sends of the other side since the canonical side last sent */
-	__u64 redir0;	     /* FP_REDIR_*: may the canonical side still redirect (claimed once, by
-				cmpxchg) */
-	__u64 redir1;	     /* FP_REDIR_*: may the other side still redirect */
+	__u64 redir0; /* FP_REDIR_*: may the canonical side still redirect (claimed once, by
+			 cmpxchg) */
+	__u64 redir1; /* FP_REDIR_*: may the other side still redirect */
 };
 
 /* fp_conn.redir*: a side claims OPEN->TAKEN before its first redirect; its peer claims OPEN->CLOSED
@@ -122,10 +121,34 @@ struct fp_stats {
 			   normal path */
 };
 
-/* Per-socket state (socket local storage), one per direction of a connection. */
+/* fp_sock_state.flags */
+#define FP_STATE_CANONICAL	  1 /* this socket's key is its connection's canonical key */
+#define FP_STATE_PEER_NONBLOCKING 2 /* the peer was seen with a non-blocking file */
+
+/*
+ * Per-socket state (socket local storage): everything a send needs, so a redirect that has been
+ * decided costs one storage lookup and the redirect itself. Written by the socket's own sends only
+ * (its peer reads `sends` with a probe read, never writes).
+ */
 struct fp_sock_state {
-	__u32 mode; /* FP_MODE_*: sticky, so bytes are never reordered between the two paths */
-	__u32 pad;  /* zero */
+	__u32 mode;		 /* FP_MODE_*: sticky, so bytes are never reordered between paths */
+	__u32 flags;		 /* FP_STATE_* */
+	struct fp_sock_key peer; /* the peer's sockhash key: this socket's own key reversed */
+	__u64 peer_sk;	  /* peer's struct sock address (probe reads only), from the first send */
+	__u64 peer_state; /* peer's fp_sock_state address (probe reads only), from the first send */
+	__u64 sends;	  /* sends of this socket through the sockhash (the peer's streak check) */
+	__u64 peer_sends_mark; /* peer's `sends` when this socket last saw it change */
+	__u64 streak_bytes;    /* bytes sent since then */
+	__u64 unread_bound;    /* upper bound of the peer's unread redirected bytes: last read plus
+				  what    this socket redirected since */
+	__u32 streak_msgs;     /* sends since peer_sends_mark changed */
+	__u32 pad;	       /* zero */
+};
+
+/* Where a sender finds its peer (sluice_fp_sockaddr_v2 value): addresses for probe reads only. */
+struct fp_sock_addr {
+	__u64 sk;    /* struct sock address */
+	__u64 state; /* address of its struct fp_sock_state */
 };
 
 #endif /* SLUICE_FASTPATH_H */

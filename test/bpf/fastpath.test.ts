@@ -239,7 +239,7 @@ describePrivileged('same-node fast path', () => {
 
     it('leaves zero entries in the sockhash after everything', async () => {
       expect(await waitFor(() => fp.sockets().length === 0)).toBe(true);
-      expect(await waitFor(() => fp.map('sluice_fp_sockaddr_v1').keys().length === 0)).toBe(true);
+      expect(await waitFor(() => fp.map('sluice_fp_sockaddr_v2').keys().length === 0)).toBe(true);
     });
 
     it('never reorders across a detach and re-attach (a restart adopting the pinned maps)', async () => {
