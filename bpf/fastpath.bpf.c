@@ -44,27 +44,16 @@ struct {
 } sluice_fp_socks_v1 SEC(".maps");
 
 /*
- * Addresses of each socket in the sockhash and of its state, by the same key, so the sender can
- * read how much its peer has not read yet and how often it sent (the sockhash gives sk_msg no
- * reference it could release). Looked up once per direction, at its first send. Removed when the
- * socket closes; LRU so a missed removal can never fill it. Only ever read with
- * bpf_probe_read_kernel.
- */
-struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, FP_MAX_SOCKETS);
-	__type(key, struct fp_sock_key);
-	__type(value, struct fp_sock_addr);
-	__uint(pinning, LIBBPF_PIN_BY_NAME);
-} sluice_fp_sockaddr_v2 SEC(".maps");
-
-/*
- * Per connection (by canonical key): the redirect claims that let a socket leave the sockhash
- * safely. Not LRU: evicting a live claim would be a race. Full: the connection is not redirected.
- * Removed when the canonical side closes.
+ * Per connection (by canonical key): where each side's socket and state are, so a side finds its
+ * peer once (the sockhash gives sk_msg no reference it could release; the addresses are only ever
+ * read with bpf_probe_read_kernel), and the redirect claims that let a socket leave the sockhash
+ * safely. Written when a side joins the sockhash, removed when either side closes. Not LRU:
+ * evicting a live claim would be a race; not preallocated: an element deleted while a send holds
+ * it must not be reused under it. Full: the socket does not join.
  */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__uint(max_entries, FP_MAX_SOCKETS);
 	__type(key, struct fp_sock_key);
 	__type(value, struct fp_conn);
@@ -215,19 +204,70 @@ static __always_inline struct fp_conn *fp_conn_by_canonical(const struct fp_sock
 	return bpf_map_lookup_elem(&sluice_fp_conns_v2, key);
 }
 
+/* The record of the connection `own` (a side's own key) belongs to, and which half is `own`'s. */
+static __always_inline void fp_conn_key(const struct fp_sock_key *own, struct fp_sock_key *canon,
+					bool *canonical)
+{
+	*canonical = fp_key_is_canonical(own);
+	if (*canonical)
+		__builtin_memcpy(canon, own, sizeof(*canon));
+	else
+		fp_key_reverse(own, canon);
+}
+
 /*
  * The connection's shared record; `own` is the calling side's key, `canonical` tells which half of
  * the record is its own. NULL when the map is full.
  */
 static __always_inline struct fp_conn *fp_conn_get(const struct fp_sock_key *own, bool *canonical)
 {
-	struct fp_sock_key rev = {};
+	struct fp_sock_key key = {};
 
-	*canonical = fp_key_is_canonical(own);
-	if (*canonical)
-		return fp_conn_by_canonical(own);
-	fp_key_reverse(own, &rev);
-	return fp_conn_by_canonical(&rev);
+	fp_conn_key(own, &key, canonical);
+	return fp_conn_by_canonical(&key);
+}
+
+/* A side joining the sockhash writes where it is into its half of the connection's record. */
+static __always_inline long fp_conn_join(const struct fp_sock_key *own, __u64 sk, __u64 state)
+{
+	struct fp_sock_key key = {};
+	struct fp_conn fresh = {};
+	struct fp_conn *conn;
+	bool canonical;
+
+	fp_conn_key(own, &key, &canonical);
+	if (canonical) {
+		fresh.sk0 = sk;
+		fresh.state0 = state;
+	} else {
+		fresh.sk1 = sk;
+		fresh.state1 = state;
+	}
+	/* The first side creates the record; the second finds it and fills in its half. */
+	if (!bpf_map_update_elem(&sluice_fp_conns_v2, &key, &fresh, BPF_NOEXIST))
+		return 0;
+	conn = bpf_map_lookup_elem(&sluice_fp_conns_v2, &key);
+	if (!conn)
+		return -1;
+	if (canonical) {
+		conn->sk0 = sk;
+		conn->state0 = state;
+	} else {
+		conn->sk1 = sk;
+		conn->state1 = state;
+	}
+	return 0;
+}
+
+/* Either side closing removes the connection's record (a surviving side that leaves later makes a
+ * fresh one, which its own close removes). */
+static __always_inline void fp_conn_forget(const struct fp_sock_key *own)
+{
+	struct fp_sock_key key = {};
+	bool canonical;
+
+	fp_conn_key(own, &key, &canonical);
+	bpf_map_delete_elem(&sluice_fp_conns_v2, &key);
 }
 
 /*
@@ -278,7 +318,14 @@ static __always_inline void fp_try_leave(struct bpf_sock_ops *ops, struct fp_soc
 	bpf_sock_ops_cb_flags_set(ops, ops->bpf_sock_ops_cb_flags & ~BPF_SOCK_OPS_RTT_CB_FLAG);
 	if (bpf_map_delete_elem(&sluice_fp_socks_v1, key))
 		return;
-	bpf_map_delete_elem(&sluice_fp_sockaddr_v2, key);
+	/* Its peer can never redirect to it now; a peer still undecided finds no one. */
+	if (canonical) {
+		conn->sk0 = 0;
+		conn->state0 = 0;
+	} else {
+		conn->sk1 = 0;
+		conn->state1 = 0;
+	}
 	stats = fp_stats();
 	if (stats)
 		stats->left_map++;
@@ -311,7 +358,6 @@ int fp_sockops(struct bpf_sock_ops *ops)
 	bool active;
 	long err;
 
-	struct fp_sock_addr addr = {};
 	__u64 netns;
 
 	switch (ops->op) {
@@ -325,9 +371,7 @@ int fp_sockops(struct bpf_sock_ops *ops)
 			if (ops->args[0] == BPF_TCP_LISTEN)
 				bpf_map_delete_elem(&sluice_fp_listeners_v1, &lk);
 			fp_key_set_netns(&key, netns);
-			bpf_map_delete_elem(&sluice_fp_sockaddr_v2, &key);
-			if (fp_key_is_canonical(&key))
-				bpf_map_delete_elem(&sluice_fp_conns_v2, &key);
+			fp_conn_forget(&key);
 		}
 		return 1;
 	case BPF_SOCK_OPS_RTT_CB:
@@ -389,10 +433,13 @@ int fp_sockops(struct bpf_sock_ops *ops)
 	}
 	fp_state_init(state, &key);
 	err = bpf_sock_hash_update(ops, &sluice_fp_socks_v1, &key, BPF_NOEXIST);
-	if (!err && ops->sk) {
-		addr.sk = (__u64)ops->sk;
-		addr.state = (__u64)state;
-		bpf_map_update_elem(&sluice_fp_sockaddr_v2, &key, &addr, BPF_ANY);
+	if (!err) {
+		/* Where its peer will find it; without that record it cannot take part. */
+		err = fp_conn_join(&key, (__u64)ops->sk, (__u64)state);
+		if (err)
+			bpf_map_delete_elem(&sluice_fp_socks_v1, &key);
+	}
+	if (!err) {
 		/* STATE: forget it on close. RTT: ACKs of normal-path data, to leave the map. */
 		bpf_sock_ops_cb_flags_set(ops, ops->bpf_sock_ops_cb_flags |
 						   BPF_SOCK_OPS_STATE_CB_FLAG |
@@ -454,25 +501,31 @@ static __always_inline __u64 *fp_why_counter(struct fp_stats *stats, enum fp_why
 }
 
 /*
- * First send of a direction: find the peer once (its socket and state addresses go into this
- * socket's state) and take the peer's send count as the streak's starting mark.
+ * First send of a direction: find the peer once, in the connection's record (its socket and state
+ * addresses go into this socket's state). Nothing of the peer is read here: its unread redirected
+ * bytes are zero (only this side redirects to it, and it has not yet), and the streak's starting
+ * mark of 0 at worst costs one extra streak window when the peer already sent.
  */
-static __always_inline enum fp_why fp_find_peer(const struct fp_config *cfg,
-						struct fp_sock_state *state)
+static __always_inline struct fp_conn *fp_find_peer(struct fp_sock_state *state)
 {
-	struct fp_sock_addr *addr;
-	long long sends;
+	struct fp_sock_key own = {};
+	struct fp_conn *conn;
 
-	addr = bpf_map_lookup_elem(&sluice_fp_sockaddr_v2, &state->peer);
-	if (!addr)
-		return FP_WHY_NO_PEER;
-	state->peer_sk = addr->sk;
-	state->peer_state = addr->state;
-	sends = fp_peer_sends(addr->state);
-	state->peer_sends_mark = sends < 0 ? 0 : (__u64)sends;
-	/* Over any bound: the first redirect reads the peer's queue. */
-	state->unread_bound = cfg->max_queued_bytes;
-	return FP_GO;
+	if (state->flags & FP_STATE_CANONICAL) {
+		fp_key_reverse(&state->peer, &own);
+		conn = bpf_map_lookup_elem(&sluice_fp_conns_v2, &own);
+		if (!conn)
+			return NULL;
+		state->peer_sk = conn->sk1;
+		state->peer_state = conn->state1;
+	} else {
+		conn = bpf_map_lookup_elem(&sluice_fp_conns_v2, &state->peer);
+		if (!conn)
+			return NULL;
+		state->peer_sk = conn->sk0;
+		state->peer_state = conn->state0;
+	}
+	return state->peer_sk ? conn : NULL;
 }
 
 /*
@@ -550,22 +603,11 @@ static __always_inline enum fp_why fp_check_unread(const struct fp_config *cfg,
  * A side claims the right to redirect once, before its first redirect; a peer that is leaving the
  * sockhash claimed it first (fp_try_leave).
  */
-static __always_inline enum fp_why fp_claim_redirect(struct fp_sock_state *state)
+static __always_inline enum fp_why fp_claim_redirect(struct fp_sock_state *state,
+						     struct fp_conn *conn)
 {
-	struct fp_sock_key own = {};
-	struct fp_conn *conn;
-	__u64 *claim;
-	bool canonical = state->flags & FP_STATE_CANONICAL;
+	__u64 *claim = (state->flags & FP_STATE_CANONICAL) ? &conn->redir0 : &conn->redir1;
 
-	if (canonical) {
-		fp_key_reverse(&state->peer, &own);
-		conn = fp_conn_by_canonical(&own);
-	} else {
-		conn = fp_conn_by_canonical(&state->peer);
-	}
-	if (!conn)
-		return FP_WHY_STATE;
-	claim = canonical ? &conn->redir0 : &conn->redir1;
 	if (__sync_val_compare_and_swap(claim, FP_REDIR_OPEN, FP_REDIR_TAKEN) == FP_REDIR_CLOSED)
 		return FP_WHY_NO_PEER;
 	return FP_GO;
@@ -576,12 +618,13 @@ static __always_inline enum fp_why fp_may_redirect(const struct fp_config *cfg,
 						   struct fp_sock_state *state, __u32 size)
 {
 	bool undecided = state->mode == FP_MODE_UNDECIDED, checkpoint = false;
+	struct fp_conn *conn = NULL;
 	enum fp_why why;
 
 	if (undecided) {
-		why = fp_find_peer(cfg, state);
-		if (why)
-			return why;
+		conn = fp_find_peer(state);
+		if (!conn)
+			return FP_WHY_NO_PEER;
 	}
 	why = fp_check_streak(cfg, state, size, &checkpoint);
 	if (why)
@@ -594,7 +637,7 @@ static __always_inline enum fp_why fp_may_redirect(const struct fp_config *cfg,
 		if (why)
 			return why;
 	}
-	return undecided ? fp_claim_redirect(state) : FP_GO;
+	return conn ? fp_claim_redirect(state, conn) : FP_GO;
 }
 
 SEC("sk_msg")

@@ -66,8 +66,12 @@ export const FpStatsCodec = defineStruct('fp_stats', [
   ['left_map', u64],
 ]);
 
-/** Per-connection redirect claims (by the connection's canonical key). */
+/** Per connection (by its canonical key): each side's socket and state addresses, and the redirect claims. */
 export const FpConnCodec = defineStruct('fp_conn', [
+  ['sk0', u64],
+  ['state0', u64],
+  ['sk1', u64],
+  ['state1', u64],
   ['redir0', u64],
   ['redir1', u64],
 ]);
@@ -85,10 +89,4 @@ export const FpSockStateCodec = defineStruct('fp_sock_state', [
   ['unread_bound', u64],
   ['streak_msgs', u32],
   ['pad', u32],
-]);
-
-/** Where a sender finds its peer (sluice_fp_sockaddr_v2 value). */
-export const FpSockAddrCodec = defineStruct('fp_sock_addr', [
-  ['sk', u64],
-  ['state', u64],
 ]);

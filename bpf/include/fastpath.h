@@ -67,11 +67,15 @@ struct fp_config {
 };
 
 /*
- * Per-connection redirect claims, keyed by the connection's canonical fp_sock_key
- * (fp_key_is_canonical). Touched only at decision points: a side's first redirect and a socket
- * leaving the sockhash.
+ * Per connection, keyed by its canonical fp_sock_key (fp_key_is_canonical): where each side's
+ * socket and state are (so a side finds its peer once, at its first send) and the redirect claims.
+ * Addresses are for probe reads only.
  */
 struct fp_conn {
+	__u64 sk0;    /* canonical side: struct sock address (0 until it joins the sockhash) */
+	__u64 state0; /* canonical side: address of its struct fp_sock_state */
+	__u64 sk1;    /* other side: struct sock address (0 until it joins the sockhash) */
+	__u64 state1; /* other side: address of its struct fp_sock_state */
 	__u64 redir0; /* FP_REDIR_*: may the canonical side still redirect (claimed once, by
 			 cmpxchg) */
 	__u64 redir1; /* FP_REDIR_*: may the other side still redirect */
@@ -143,12 +147,6 @@ struct fp_sock_state {
 				  what    this socket redirected since */
 	__u32 streak_msgs;     /* sends since peer_sends_mark changed */
 	__u32 pad;	       /* zero */
-};
-
-/* Where a sender finds its peer (sluice_fp_sockaddr_v2 value): addresses for probe reads only. */
-struct fp_sock_addr {
-	__u64 sk;    /* struct sock address */
-	__u64 state; /* address of its struct fp_sock_state */
 };
 
 #endif /* SLUICE_FASTPATH_H */

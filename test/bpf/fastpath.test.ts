@@ -7,7 +7,7 @@
  */
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { FastPath, type FastPathCounters, probeFastPath } from '../../agent/fastpath/fastpath';
+import { FastPath, type FastPathCounters, MAP_CONNS, probeFastPath } from '../../agent/fastpath/fastpath';
 import { parseFastPathSettings } from '../../agent/fastpath/settings';
 import { bpf as nativeBpf } from '../../native';
 import { fastpathIoAvailable, runFastpathIo, startFastpathIo } from '../support/fastpath-io';
@@ -239,7 +239,7 @@ describePrivileged('same-node fast path', () => {
 
     it('leaves zero entries in the sockhash after everything', async () => {
       expect(await waitFor(() => fp.sockets().length === 0)).toBe(true);
-      expect(await waitFor(() => fp.map('sluice_fp_sockaddr_v2').keys().length === 0)).toBe(true);
+      expect(await waitFor(() => fp.map(MAP_CONNS).keys().length === 0)).toBe(true);
     });
 
     it('never reorders across a detach and re-attach (a restart adopting the pinned maps)', async () => {
