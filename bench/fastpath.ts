@@ -11,6 +11,7 @@
  * Run: make build && node dist/bench/fastpath.js   (ROUNDS=5 for more rounds; default 3)
  */
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { cpus } from 'node:os';
 import { resolve } from 'node:path';
 import { FastPath } from '../agent/fastpath/fastpath';
 import { parseFastPathSettings } from '../agent/fastpath/settings';
@@ -62,8 +63,25 @@ function sizeLabel(size: number): string {
   return size >= MiB ? `${size / MiB} MiB` : size >= KiB ? `${size / KiB} KiB` : `${size} B`;
 }
 
-async function measure(sandbox: Spawner, ns: Netns, size: number): Promise<Sample> {
-  const opts = { nonblocking: true, timeoutMs: 120_000 };
+/**
+ * Where the two ends run. Left to the scheduler, a run lands on one core or on two and stays there, and
+ * ping-pong latency differs about 2.5x between the two (a wake-up across cores), so medians mixed the two
+ * at random; each placement is pinned and reported on its own (fastpath-io -c).
+ */
+interface Placement {
+  readonly label: string;
+  readonly cpus: readonly [number, number];
+}
+const PLACEMENTS: readonly Placement[] =
+  cpus().length >= 2
+    ? [
+        { label: 'one core', cpus: [0, 0] },
+        { label: 'two cores', cpus: [0, 1] },
+      ]
+    : [{ label: 'one core', cpus: [0, 0] }];
+
+async function measure(sandbox: Spawner, ns: Netns, size: number, placement: Placement): Promise<Sample> {
+  const opts = { nonblocking: true, timeoutMs: 120_000, cpus: placement.cpus };
   const pp = await runFastpathIo(sandbox, ns, ['pingpong', size, PINGPONG_ITERS[size]!], opts);
   const bulk = await runFastpathIo(sandbox, ns, ['bulk', size, BULK_BYTES[size]!], opts);
   const conn = await runFastpathIo(sandbox, ns, ['connrate', size, CONN_COUNT[size]!], opts);
@@ -112,18 +130,21 @@ async function main(): Promise<void> {
     fp.start();
     try {
       const samples = new Map<string, Sample[]>();
-      const key = (mode: Mode, size: number) => `${mode}:${size}`;
+      const key = (mode: Mode, size: number, placement: Placement) => `${mode}:${size}:${placement.label}`;
       for (let round = 0; round < ROUNDS; round++) {
-        for (const size of SIZES) {
-          // Rotate which mode goes first so drift on a shared machine hits all alike.
-          const shift = (round + SIZES.indexOf(size)) % MODES.length;
-          const order = [...MODES.slice(shift), ...MODES.slice(0, shift)];
-          for (const mode of order) {
-            const sample = await measure(apply(mode), ns, size);
-            samples.set(key(mode, size), [...(samples.get(key(mode, size)) ?? []), sample]);
-            console.error(
-              `round ${round + 1}/${ROUNDS} ${mode} ${sizeLabel(size)}: ${JSON.stringify(sample)}`,
-            );
+        for (const placement of PLACEMENTS) {
+          for (const size of SIZES) {
+            // Rotate which mode goes first so drift on a shared machine hits all alike.
+            const shift = (round + SIZES.indexOf(size)) % MODES.length;
+            const order = [...MODES.slice(shift), ...MODES.slice(0, shift)];
+            for (const mode of order) {
+              const sample = await measure(apply(mode), ns, size, placement);
+              const k = key(mode, size, placement);
+              samples.set(k, [...(samples.get(k) ?? []), sample]);
+              console.error(
+                `round ${round + 1}/${ROUNDS} ${placement.label} ${mode} ${sizeLabel(size)}: ${JSON.stringify(sample)}`,
+              );
+            }
           }
         }
       }
@@ -138,22 +159,25 @@ async function main(): Promise<void> {
       }
       const counters = fp.counters();
 
-      const agg = (mode: Mode, size: number, f: (s: Sample) => number) =>
-        median((samples.get(key(mode, size)) ?? []).map(f));
+      const agg = (mode: Mode, size: number, placement: Placement, f: (s: Sample) => number) =>
+        median((samples.get(key(mode, size, placement)) ?? []).map(f));
       const rows: string[] = [];
       const pct = (a: number, b: number) => `${a >= b ? '+' : ''}${(((a - b) / b) * 100).toFixed(0)}%`;
-      const cell = (size: number, f: (s: Sample) => number, digits: number) => {
-        const [a, r, m, p] = MODES.map((mode) => agg(mode, size, f));
+      const cell = (size: number, placement: Placement, f: (s: Sample) => number, digits: number) => {
+        const [a, r, m, p] = MODES.map((mode) => agg(mode, size, placement, f));
         return (
           `**${a!.toFixed(digits)}** (${pct(a!, p!)}) / ${r!.toFixed(digits)} (${pct(r!, p!)}) / ` +
           `${m!.toFixed(digits)} (${pct(m!, p!)}) / ${p!.toFixed(digits)}`
         );
       };
-      for (const size of SIZES) {
-        rows.push(
-          `| ${sizeLabel(size)} | ${cell(size, (s) => s.p50, 1)} | ${cell(size, (s) => s.p99, 1)} | ` +
-            `${cell(size, (s) => s.mbps, 0)} | ${cell(size, (s) => s.cps, 0)} |`,
-        );
+      for (const placement of PLACEMENTS) {
+        for (const size of SIZES) {
+          rows.push(
+            `| ${placement.label} | ${sizeLabel(size)} | ${cell(size, placement, (s) => s.p50, 1)} | ` +
+              `${cell(size, placement, (s) => s.p99, 1)} | ${cell(size, placement, (s) => s.mbps, 0)} | ` +
+              `${cell(size, placement, (s) => s.cps, 0)} |`,
+          );
+        }
       }
       const stallFast = median(stall.fast);
       const stallRaw = median(stall.raw);
@@ -170,8 +194,11 @@ async function main(): Promise<void> {
           '(`test/bpf/progs/fastpath_min.bpf.c`, no bound, no ordering state: the ceiling, not shippable) ' +
           '(change vs plain) / plain loopback.',
         '',
-        '| message | ping-pong p50 µs | ping-pong p99 µs | one-way bulk MB/s | short connections/s |',
-        '|---|---|---|---|---|',
+        'Placement: both ends pinned to one core (`-c 0,0`) or client and server on two cores (`-c 0,1`); ' +
+          'left to the scheduler a run lands on either and latency differs about 2.5× between them.',
+        '',
+        '| placement | message | ping-pong p50 µs | ping-pong p99 µs | one-way bulk MB/s | short connections/s |',
+        '|---|---|---|---|---|---|',
         ...rows,
         '',
         `Stalled receiver (bytes a sender could queue before being pushed back for 300 ms, median): ` +

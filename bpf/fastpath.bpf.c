@@ -563,6 +563,10 @@ static __always_inline enum fp_why fp_check_streak(const struct fp_config *cfg,
 
 	if (!cfg->max_streak_msgs && !cfg->max_streak_bytes)
 		return FP_GO;
+	/* Streams of large writes win with redirect (bench/fastpath.ts): they never end a streak.
+	 */
+	if (cfg->streak_exempt_bytes && size >= cfg->streak_exempt_bytes)
+		return FP_GO;
 	state->streak_msgs++;
 	state->streak_bytes += size;
 	if ((!cfg->max_streak_msgs || state->streak_msgs <= cfg->max_streak_msgs) &&

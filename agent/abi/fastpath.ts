@@ -43,7 +43,7 @@ export const FpConfigCodec = defineStruct('fp_config', [
   ['allow_blocking', u32],
   ['max_streak_msgs', u32],
   ['max_streak_bytes', u32],
-  ['pad', u32],
+  ['streak_exempt_bytes', u32],
 ]);
 
 /** Per-CPU counters (one entry). */

@@ -312,6 +312,7 @@ export class FastPath {
         allow_blocking: s.allowBlockingSockets ? 1 : 0,
         max_streak_msgs: s.maxStreakMessages,
         max_streak_bytes: s.maxStreakBytes,
+        streak_exempt_bytes: s.streakExemptBytes,
       }),
     );
   }

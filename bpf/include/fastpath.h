@@ -63,7 +63,9 @@ struct fp_config {
 				   fast path; 0: off */
 	__u32 max_streak_bytes; /* bytes in a row from one side (peer silent) before it leaves the
 				   fast path; 0: off */
-	__u32 pad;		/* zero */
+	__u32 streak_exempt_bytes; /* a send at least this large does not count toward a streak
+				      (one-way streams of large writes gain from redirect); 0: all
+				      count */
 };
 
 /*

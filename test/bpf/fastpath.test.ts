@@ -177,6 +177,17 @@ describePrivileged('same-node fast path', () => {
       expect(delta(after, before, 'fallbackStreaming')).toBe(0n);
       expect(delta(after, before, 'redirectedBytes')).toBeGreaterThanOrEqual(2n * 2200n * 1024n);
     });
+
+    it('keeps one-way streams of large writes on the fast path (they gain from redirect)', async () => {
+      fp.setEnabled(true);
+      const before = fp.counters();
+      const bulk = await io(['bulk', MiB, 32 * MiB], true);
+      expect(bulk.ok).toBe(true);
+      const after = fp.counters();
+      expect(delta(after, before, 'fallbackStreaming')).toBe(0n);
+      // Counted as a streak, the stream would have left after maxStreakBytes (2 MiB).
+      expect(delta(after, before, 'redirectedBytes')).toBeGreaterThan(2n * BigInt(MiB));
+    });
   });
 
   describe('map hygiene', () => {
