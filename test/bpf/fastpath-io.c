@@ -682,7 +682,9 @@ static void *tail_main(void *p)
 	uint8_t buf[4096];
 	uint64_t off = 0;
 
-	for (int i = 0; i < 50 && off < a->size; i++) {
+	/* About 50 pieces 2 ms apart; a short write (a nearly full send buffer) sends its rest as
+	 * one more piece, so the bound is generous. */
+	for (int i = 0; i < 1000 && off < a->size; i++) {
 		size_t n = a->size - off < sizeof(buf) ? a->size - off : sizeof(buf);
 		ssize_t m;
 
