@@ -525,7 +525,8 @@ static __always_inline struct fp_conn *fp_find_peer(struct fp_sock_state *state)
 		state->peer_sk = conn->sk0;
 		state->peer_state = conn->state0;
 	}
-	return state->peer_sk ? conn : NULL;
+	/* Both halves written (a peer joining at this moment may have stored only one). */
+	return state->peer_sk && state->peer_state ? conn : NULL;
 }
 
 /*
