@@ -1,14 +1,16 @@
 /**
  * Same-node fast path benchmark: ping-pong latency (p50/p99), one-way bulk throughput and short-connection
- * rate at 64 B, 1 KiB, 64 KiB and 1 MiB, with the fast path on and off (plain loopback) interleaved in
- * one run, several rounds; plus what a receiver that stops reading lets the kernel absorb.
+ * rate at 64 B, 1 KiB, 64 KiB and 1 MiB: the fast path (default policy, and redirecting every send), the
+ * issue's minimal redirect (the floor for the fast path's own cost, in a sibling cgroup) and plain
+ * loopback, interleaved in one run, several rounds, with both ends pinned to one core and to two; plus
+ * what a receiver that stops reading lets the kernel absorb.
  *
- * Everything runs in a throwaway netns + cgroup (test/support/kernel-sandbox.ts) with the C helper
+ * Everything runs in throwaway netns + cgroups (test/support/kernel-sandbox.ts) with the C helper
  * build/fastpath-io in non-blocking mode (the only sockets the fast path takes). Bounded: fixed
  * iteration counts and a per-run timeout. Results: bench/results/fastpath.md and docs/benchmarks.md
  * between the fastpath markers.
  *
- * Run: make build && node dist/bench/fastpath.js   (ROUNDS=5 for more rounds; default 3)
+ * Run: make build && node dist/bench/fastpath.js   (ROUNDS=7 for more rounds; default 3)
  */
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { cpus } from 'node:os';
@@ -186,7 +188,7 @@ async function main(): Promise<void> {
         `### Same-node fast path (sockops + sk_msg redirect) vs plain loopback`,
         '',
         `Run ${started.toISOString()}, kernel ${readFileSync('/proc/sys/kernel/osrelease', 'utf8').trim()}, ` +
-          `${ROUNDS} rounds (median of rounds), fast path and plain loopback interleaved in one run, ` +
+          `${ROUNDS} rounds (median of rounds), fast path, minimal redirect and plain loopback interleaved in one run, ` +
           `non-blocking sockets (the only ones the fast path takes), 2 shared cores: compare within a row.`,
         '',
         'Each cell: **fast path with its default policy** (change vs plain) / the fast path redirecting every send, ' +
