@@ -24,7 +24,6 @@ import {
   type FastPathCounters,
   MAP_CONFIG,
   MAP_CONNS,
-  MAP_SOCKADDR,
   MAP_SOCKS,
   probeFastPath,
 } from './fastpath/fastpath';
@@ -208,7 +207,6 @@ export class AgentFastPath {
             options: {
               mapMaxEntries: {
                 [MAP_SOCKS]: settings.maxSockets,
-                [MAP_SOCKADDR]: settings.maxSockets,
                 [MAP_CONNS]: settings.maxSockets,
               },
             },

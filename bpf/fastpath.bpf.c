@@ -18,6 +18,12 @@
  * Backpressure: redirected bytes are not bounded by the receiver's buffer, so a direction redirects
  * only while the peer holds fewer than max_queued_bytes unread; past that it moves to the normal
  * path, where TCP's own flow control pushes back on the sender.
+ *
+ * Cost per send: once a direction redirects, a send reads only its own socket storage (which holds
+ * the peer's key and address) and the config, then redirects. What only matters at decision points
+ * is done there: the peer's unread bytes are read only when an upper bound of them (last read plus
+ * what this side redirected since) would pass the limit, and the peer's send count (streak policy)
+ * only when this side's own streak passes a limit.
  */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
@@ -38,31 +44,21 @@ struct {
 } sluice_fp_socks_v1 SEC(".maps");
 
 /*
- * Address of each socket in the sockhash, by the same key, so the sender can read how much its peer
- * has not read yet (the sockhash gives sk_msg no reference it could release). Removed when the
- * socket closes; LRU so a missed removal can never fill it. Only ever read with
- * bpf_probe_read_kernel.
- */
-struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, FP_MAX_SOCKETS);
-	__type(key, struct fp_sock_key);
-	__type(value, __u64);
-	__uint(pinning, LIBBPF_PIN_BY_NAME);
-} sluice_fp_sockaddr_v1 SEC(".maps");
-
-/*
- * Per connection (by canonical key): send streaks (one-way streaming leaves the fast path) and the
- * redirect claims that let a socket leave the sockhash safely. Not LRU: evicting a live claim would
- * be a race. Full: the connection is not redirected. Removed when the canonical side closes.
+ * Per connection (by canonical key): where each side's socket and state are, so a side finds its
+ * peer once (the sockhash gives sk_msg no reference it could release; the addresses are only ever
+ * read with bpf_probe_read_kernel), and the redirect claims that let a socket leave the sockhash
+ * safely. Written when a side joins the sockhash, removed when either side closes. Not LRU:
+ * evicting a live claim would be a race; not preallocated: an element deleted while a send holds
+ * it must not be reused under it. Full: the socket does not join.
  */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__uint(max_entries, FP_MAX_SOCKETS);
 	__type(key, struct fp_sock_key);
 	__type(value, struct fp_conn);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
-} sluice_fp_conns_v1 SEC(".maps");
+} sluice_fp_conns_v2 SEC(".maps");
 
 /* Listening sockets that do not block, so their accepted sockets may join before accept(). */
 struct {
@@ -100,14 +96,17 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } sluice_fp_stats_v1 SEC(".maps");
 
-/* Sticky per-direction mode of each socket in the sockhash (pinned: it must outlive a restart). */
+/*
+ * Per-socket state of each socket in the sockhash: sticky per-direction mode, the peer it sends to,
+ * streak and backpressure bookkeeping (pinned: it must outlive a restart).
+ */
 struct {
 	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__type(key, int);
 	__type(value, struct fp_sock_state);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
-} sluice_fp_state_v1 SEC(".maps");
+} sluice_fp_state_v2 SEC(".maps");
 
 static __always_inline struct fp_config *fp_config(void)
 {
@@ -179,7 +178,7 @@ static __always_inline struct fp_sock_state *fp_ops_state(struct bpf_sock_ops *o
 
 	if (!sk)
 		return NULL;
-	return bpf_sk_storage_get(&sluice_fp_state_v1, sk, NULL, BPF_SK_STORAGE_GET_F_CREATE);
+	return bpf_sk_storage_get(&sluice_fp_state_v2, sk, NULL, BPF_SK_STORAGE_GET_F_CREATE);
 }
 
 /* Whether the socket behind a sock_ops callback blocks (FP_SOCK_*). */
@@ -192,51 +191,83 @@ static __always_inline int fp_ops_blocking(struct bpf_sock_ops *ops)
 	return fp_tcp_sock_blocking(bpf_skc_to_tcp_sock(sk));
 }
 
-/*
- * The connection's shared record, created on first use; `own` is the calling side's key,
- * `canonical` tells which half of the record is its own. NULL when the map is full.
- */
-static __always_inline struct fp_conn *fp_conn_get(const struct fp_sock_key *own, bool *canonical)
+/* The connection's shared record by its canonical key, created on first use; NULL when full. */
+static __always_inline struct fp_conn *fp_conn_by_canonical(const struct fp_sock_key *key)
 {
-	struct fp_sock_key rev = {};
 	struct fp_conn fresh = {};
 	struct fp_conn *conn;
-	const struct fp_sock_key *key = own;
 
-	*canonical = fp_key_is_canonical(own);
-	if (!*canonical) {
-		fp_key_reverse(own, &rev);
-		key = &rev;
-	}
-	conn = bpf_map_lookup_elem(&sluice_fp_conns_v1, key);
+	conn = bpf_map_lookup_elem(&sluice_fp_conns_v2, key);
 	if (conn)
 		return conn;
-	bpf_map_update_elem(&sluice_fp_conns_v1, key, &fresh, BPF_NOEXIST);
-	return bpf_map_lookup_elem(&sluice_fp_conns_v1, key);
+	bpf_map_update_elem(&sluice_fp_conns_v2, key, &fresh, BPF_NOEXIST);
+	return bpf_map_lookup_elem(&sluice_fp_conns_v2, key);
+}
+
+/* The record of the connection `own` (a side's own key) belongs to, and which half is `own`'s. */
+static __always_inline void fp_conn_key(const struct fp_sock_key *own, struct fp_sock_key *canon,
+					bool *canonical)
+{
+	*canonical = fp_key_is_canonical(own);
+	if (*canonical)
+		__builtin_memcpy(canon, own, sizeof(*canon));
+	else
+		fp_key_reverse(own, canon);
 }
 
 /*
- * Counts a send of `size` bytes into the connection's streaks; true when this side has now sent
- * more than the limits allow while its peer stayed silent (one-way streaming, where redirect loses
- * to TCP).
+ * The connection's shared record; `own` is the calling side's key, `canonical` tells which half of
+ * the record is its own. NULL when the map is full.
  */
-static __always_inline bool fp_streaming(const struct fp_config *cfg, struct fp_conn *conn,
-					 bool canonical, __u32 size)
+static __always_inline struct fp_conn *fp_conn_get(const struct fp_sock_key *own, bool *canonical)
 {
+	struct fp_sock_key key = {};
+
+	fp_conn_key(own, &key, canonical);
+	return fp_conn_by_canonical(&key);
+}
+
+/* A side joining the sockhash writes where it is into its half of the connection's record. */
+static __always_inline long fp_conn_join(const struct fp_sock_key *own, __u64 sk, __u64 state)
+{
+	struct fp_sock_key key = {};
+	struct fp_conn fresh = {};
+	struct fp_conn *conn;
+	bool canonical;
+
+	fp_conn_key(own, &key, &canonical);
 	if (canonical) {
-		conn->streak_bytes0 += size;
-		conn->streak_msgs0++;
-		conn->streak_bytes1 = 0;
-		conn->streak_msgs1 = 0;
-		return (cfg->max_streak_msgs && conn->streak_msgs0 > cfg->max_streak_msgs) ||
-		       (cfg->max_streak_bytes && conn->streak_bytes0 > cfg->max_streak_bytes);
+		fresh.sk0 = sk;
+		fresh.state0 = state;
+	} else {
+		fresh.sk1 = sk;
+		fresh.state1 = state;
 	}
-	conn->streak_bytes1 += size;
-	conn->streak_msgs1++;
-	conn->streak_bytes0 = 0;
-	conn->streak_msgs0 = 0;
-	return (cfg->max_streak_msgs && conn->streak_msgs1 > cfg->max_streak_msgs) ||
-	       (cfg->max_streak_bytes && conn->streak_bytes1 > cfg->max_streak_bytes);
+	/* The first side creates the record; the second finds it and fills in its half. */
+	if (!bpf_map_update_elem(&sluice_fp_conns_v2, &key, &fresh, BPF_NOEXIST))
+		return 0;
+	conn = bpf_map_lookup_elem(&sluice_fp_conns_v2, &key);
+	if (!conn)
+		return -1;
+	if (canonical) {
+		conn->sk0 = sk;
+		conn->state0 = state;
+	} else {
+		conn->sk1 = sk;
+		conn->state1 = state;
+	}
+	return 0;
+}
+
+/* Either side closing removes the connection's record (a surviving side that leaves later makes a
+ * fresh one, which its own close removes). */
+static __always_inline void fp_conn_forget(const struct fp_sock_key *own)
+{
+	struct fp_sock_key key = {};
+	bool canonical;
+
+	fp_conn_key(own, &key, &canonical);
+	bpf_map_delete_elem(&sluice_fp_conns_v2, &key);
 }
 
 /*
@@ -261,7 +292,7 @@ static __always_inline void fp_try_leave(struct bpf_sock_ops *ops, struct fp_soc
 
 	if (!sk)
 		return;
-	state = bpf_sk_storage_get(&sluice_fp_state_v1, sk, NULL, 0);
+	state = bpf_sk_storage_get(&sluice_fp_state_v2, sk, NULL, 0);
 	if (!state || state->mode != FP_MODE_PASS)
 		return;
 	conn = fp_conn_get(key, &canonical);
@@ -287,10 +318,34 @@ static __always_inline void fp_try_leave(struct bpf_sock_ops *ops, struct fp_soc
 	bpf_sock_ops_cb_flags_set(ops, ops->bpf_sock_ops_cb_flags & ~BPF_SOCK_OPS_RTT_CB_FLAG);
 	if (bpf_map_delete_elem(&sluice_fp_socks_v1, key))
 		return;
-	bpf_map_delete_elem(&sluice_fp_sockaddr_v1, key);
+	/* Its peer can never redirect to it now; a peer still undecided finds no one. */
+	if (canonical) {
+		conn->sk0 = 0;
+		conn->state0 = 0;
+	} else {
+		conn->sk1 = 0;
+		conn->state1 = 0;
+	}
 	stats = fp_stats();
 	if (stats)
 		stats->left_map++;
+}
+
+/* A socket joining the sockhash: undecided, and it knows its peer's key (its own reversed). */
+static __always_inline void fp_state_init(struct fp_sock_state *state,
+					  const struct fp_sock_key *key)
+{
+	fp_key_reverse(key, &state->peer);
+	state->mode = FP_MODE_UNDECIDED;
+	state->flags = fp_key_is_canonical(key) ? FP_STATE_CANONICAL : 0;
+	state->peer_sk = 0;
+	state->peer_state = 0;
+	state->sends = 0;
+	state->peer_sends_mark = 0;
+	state->streak_bytes = 0;
+	state->unread_bound = 0;
+	state->streak_msgs = 0;
+	state->pad = 0;
 }
 
 SEC("sockops")
@@ -303,7 +358,7 @@ int fp_sockops(struct bpf_sock_ops *ops)
 	bool active;
 	long err;
 
-	__u64 netns, addr;
+	__u64 netns;
 
 	switch (ops->op) {
 	case BPF_SOCK_OPS_STATE_CB:
@@ -316,9 +371,7 @@ int fp_sockops(struct bpf_sock_ops *ops)
 			if (ops->args[0] == BPF_TCP_LISTEN)
 				bpf_map_delete_elem(&sluice_fp_listeners_v1, &lk);
 			fp_key_set_netns(&key, netns);
-			bpf_map_delete_elem(&sluice_fp_sockaddr_v1, &key);
-			if (fp_key_is_canonical(&key))
-				bpf_map_delete_elem(&sluice_fp_conns_v1, &key);
+			fp_conn_forget(&key);
 		}
 		return 1;
 	case BPF_SOCK_OPS_RTT_CB:
@@ -378,11 +431,15 @@ int fp_sockops(struct bpf_sock_ops *ops)
 			stats->state_failures++;
 		return 1;
 	}
-	state->mode = FP_MODE_UNDECIDED;
+	fp_state_init(state, &key);
 	err = bpf_sock_hash_update(ops, &sluice_fp_socks_v1, &key, BPF_NOEXIST);
-	if (!err && ops->sk) {
-		addr = (__u64)ops->sk;
-		bpf_map_update_elem(&sluice_fp_sockaddr_v1, &key, &addr, BPF_ANY);
+	if (!err) {
+		/* Where its peer will find it; without that record it cannot take part. */
+		err = fp_conn_join(&key, (__u64)ops->sk, (__u64)state);
+		if (err)
+			bpf_map_delete_elem(&sluice_fp_socks_v1, &key);
+	}
+	if (!err) {
 		/* STATE: forget it on close. RTT: ACKs of normal-path data, to leave the map. */
 		bpf_sock_ops_cb_flags_set(ops, ops->bpf_sock_ops_cb_flags |
 						   BPF_SOCK_OPS_STATE_CB_FLAG |
@@ -413,25 +470,198 @@ static __always_inline int fp_pass(struct fp_stats *stats, struct fp_sock_state 
 	return SK_PASS;
 }
 
+/* Why a send takes the normal path (FP_GO: it may redirect). */
+enum fp_why {
+	FP_GO = 0,
+	FP_WHY_NO_PEER,
+	FP_WHY_BLOCKING,
+	FP_WHY_STREAMING,
+	FP_WHY_BACKPRESSURE,
+	FP_WHY_STATE,
+};
+
+static __always_inline __u64 *fp_why_counter(struct fp_stats *stats, enum fp_why why)
+{
+	if (!stats)
+		return NULL;
+	switch (why) {
+	case FP_WHY_NO_PEER:
+		return &stats->fallback_no_peer;
+	case FP_WHY_BLOCKING:
+		return &stats->fallback_blocking;
+	case FP_WHY_STREAMING:
+		return &stats->fallback_streaming;
+	case FP_WHY_BACKPRESSURE:
+		return &stats->fallback_backpressure;
+	case FP_WHY_STATE:
+		return &stats->state_failures;
+	default:
+		return NULL;
+	}
+}
+
+/*
+ * First send of a direction: find the peer once, in the connection's record (its socket and state
+ * addresses go into this socket's state). Nothing of the peer is read here: its unread redirected
+ * bytes are zero (only this side redirects to it, and it has not yet), and the streak's starting
+ * mark of 0 at worst costs one extra streak window when the peer already sent.
+ */
+static __always_inline struct fp_conn *fp_find_peer(struct fp_sock_state *state)
+{
+	struct fp_sock_key own = {};
+	struct fp_conn *conn;
+
+	if (state->flags & FP_STATE_CANONICAL) {
+		fp_key_reverse(&state->peer, &own);
+		conn = bpf_map_lookup_elem(&sluice_fp_conns_v2, &own);
+		if (!conn)
+			return NULL;
+		state->peer_sk = conn->sk1;
+		state->peer_state = conn->state1;
+	} else {
+		conn = bpf_map_lookup_elem(&sluice_fp_conns_v2, &state->peer);
+		if (!conn)
+			return NULL;
+		state->peer_sk = conn->sk0;
+		state->peer_state = conn->state0;
+	}
+	/* Both halves written (a peer joining at this moment may have stored only one). */
+	return state->peer_sk && state->peer_state ? conn : NULL;
+}
+
+/*
+ * An accepted peer that turned out to block (a blocking accept() on a non-blocking listener): send
+ * it nothing more by redirect (sk_msg may not remove it from the sockhash; see docs/fastpath.md).
+ * Checked on every send until the peer has a non-blocking file, then at each checkpoint (the
+ * backpressure and streak reads below).
+ */
+static __always_inline enum fp_why fp_check_peer_file(const struct fp_config *cfg,
+						      struct fp_sock_state *state)
+{
+	int blocking;
+
+	if (cfg->allow_blocking)
+		return FP_GO;
+	blocking = fp_sock_blocking(state->peer_sk);
+	if (blocking == FP_SOCK_BLOCKING)
+		return FP_WHY_BLOCKING;
+	if (blocking == FP_SOCK_NONBLOCKING)
+		state->flags |= FP_STATE_PEER_NONBLOCKING;
+	return FP_GO;
+}
+
+/*
+ * Counts a send of `size` bytes into this side's streak; past the limits, reads the peer's send
+ * count: unchanged since the streak began means one-way streaming (where redirect loses to TCP).
+ * The peer's count is read only then, so a send costs no shared write. A stream is caught after
+ * between one and two times the limits (the streak restarts when the peer is seen to have sent).
+ */
+static __always_inline enum fp_why fp_check_streak(const struct fp_config *cfg,
+						   struct fp_sock_state *state, __u32 size,
+						   bool *checkpoint)
+{
+	long long sends;
+
+	if (!cfg->max_streak_msgs && !cfg->max_streak_bytes)
+		return FP_GO;
+	/* Streams of large writes win with redirect (bench/fastpath.ts): they never end a streak.
+	 */
+	if (cfg->streak_exempt_bytes && size >= cfg->streak_exempt_bytes)
+		return FP_GO;
+	state->streak_msgs++;
+	state->streak_bytes += size;
+	if ((!cfg->max_streak_msgs || state->streak_msgs <= cfg->max_streak_msgs) &&
+	    (!cfg->max_streak_bytes || state->streak_bytes <= cfg->max_streak_bytes))
+		return FP_GO;
+	sends = fp_peer_sends(state->peer_state);
+	if (sends < 0 || (__u64)sends == state->peer_sends_mark)
+		return FP_WHY_STREAMING;
+	state->peer_sends_mark = (__u64)sends;
+	state->streak_msgs = 1;
+	state->streak_bytes = size;
+	*checkpoint = true;
+	return FP_GO;
+}
+
+/*
+ * Backpressure: redirect only while the peer holds fewer than max_queued_bytes unread. Its queue is
+ * read only when the upper bound (last read plus what this side redirected since; only this side
+ * redirects to the peer, and reads only lower it) would pass the limit.
+ */
+static __always_inline enum fp_why fp_check_unread(const struct fp_config *cfg,
+						   struct fp_sock_state *state, __u32 size,
+						   bool *checkpoint)
+{
+	long unread;
+
+	if (state->unread_bound + size <= cfg->max_queued_bytes)
+		return FP_GO;
+	unread = fp_peer_unread_bytes(state->peer_sk);
+	if (unread < 0 || (__u64)unread + size > cfg->max_queued_bytes)
+		return FP_WHY_BACKPRESSURE;
+	state->unread_bound = (__u64)unread;
+	*checkpoint = true;
+	return FP_GO;
+}
+
+/*
+ * A side claims the right to redirect once, before its first redirect; a peer that is leaving the
+ * sockhash claimed it first (fp_try_leave).
+ */
+static __always_inline enum fp_why fp_claim_redirect(struct fp_sock_state *state,
+						     struct fp_conn *conn)
+{
+	__u64 *claim = (state->flags & FP_STATE_CANONICAL) ? &conn->redir0 : &conn->redir1;
+
+	if (__sync_val_compare_and_swap(claim, FP_REDIR_OPEN, FP_REDIR_TAKEN) == FP_REDIR_CLOSED)
+		return FP_WHY_NO_PEER;
+	return FP_GO;
+}
+
+/* Every check before a redirect, cheapest and most common first. */
+static __always_inline enum fp_why fp_may_redirect(const struct fp_config *cfg,
+						   struct fp_sock_state *state, __u32 size)
+{
+	bool undecided = state->mode == FP_MODE_UNDECIDED, checkpoint = false;
+	struct fp_conn *conn = NULL;
+	enum fp_why why;
+
+	if (undecided) {
+		conn = fp_find_peer(state);
+		if (!conn)
+			return FP_WHY_NO_PEER;
+	}
+	why = fp_check_streak(cfg, state, size, &checkpoint);
+	if (why)
+		return why;
+	why = fp_check_unread(cfg, state, size, &checkpoint);
+	if (why)
+		return why;
+	if (undecided || checkpoint || !(state->flags & FP_STATE_PEER_NONBLOCKING)) {
+		why = fp_check_peer_file(cfg, state);
+		if (why)
+			return why;
+	}
+	return conn ? fp_claim_redirect(state, conn) : FP_GO;
+}
+
 SEC("sk_msg")
 int fp_msg(struct sk_msg_md *msg)
 {
 	struct fp_stats *stats = fp_stats();
-	struct fp_sock_key key = {}, own = {};
 	struct fp_sock_state *state;
 	struct fp_config *cfg;
-	struct fp_conn *conn;
-	bool canonical;
-	__u64 *peer;
+	enum fp_why why;
 	__u32 size = msg->size;
-	long unread;
 
 	if (!msg->sk)
 		return fp_pass(stats, NULL, NULL, size);
 	/* Created when the socket joined the map (fp_sockops); none: it must not redirect. */
-	state = bpf_sk_storage_get(&sluice_fp_state_v1, msg->sk, NULL, 0);
+	state = bpf_sk_storage_get(&sluice_fp_state_v2, msg->sk, NULL, 0);
 	if (!state)
 		return fp_pass(stats, NULL, stats ? &stats->state_failures : NULL, size);
+	/* On every path: the peer's streak check compares it. */
+	state->sends++;
 	if (state->mode == FP_MODE_PASS)
 		return fp_pass(stats, state, NULL, size);
 
@@ -448,42 +678,13 @@ int fp_msg(struct sk_msg_md *msg)
 	if (!cfg->allow_blocking &&
 	    fp_tcp_sock_blocking(bpf_skc_to_tcp_sock(msg->sk)) == FP_SOCK_BLOCKING)
 		return fp_pass(stats, state, stats ? &stats->fallback_blocking : NULL, size);
-	if (fp_peer_key_from_msg(msg, &key))
-		return fp_pass(stats, state, stats ? &stats->fallback_no_peer : NULL, size);
-	fp_key_set_netns(&key, bpf_get_netns_cookie(msg));
-
-	peer = bpf_map_lookup_elem(&sluice_fp_sockaddr_v1, &key);
-	if (!peer)
-		return fp_pass(stats, state, stats ? &stats->fallback_no_peer : NULL, size);
-	/*
-	 * An accepted peer that turned out to block (a blocking accept() on a non-blocking
-	 * listener): send it nothing more by redirect. (sk_msg may not remove it from the sockhash;
-	 * see docs/fastpath.md.)
-	 */
-	if (!cfg->allow_blocking && fp_sock_blocking(*peer) == FP_SOCK_BLOCKING)
-		return fp_pass(stats, state, stats ? &stats->fallback_blocking : NULL, size);
-	fp_key_reverse(&key, &own);
-	conn = fp_conn_get(&own, &canonical);
-	if (!conn)
-		return fp_pass(stats, state, stats ? &stats->state_failures : NULL, size);
-	if (fp_streaming(cfg, conn, canonical, size))
-		return fp_pass(stats, state, stats ? &stats->fallback_streaming : NULL, size);
-	unread = fp_peer_unread_bytes(*peer);
-	if (unread < 0 || (__u64)unread + size > cfg->max_queued_bytes)
-		return fp_pass(stats, state, stats ? &stats->fallback_backpressure : NULL, size);
-
-	/* Claim the right to redirect once; a peer that is leaving the sockhash claimed it first.
-	 */
-	if (state->mode != FP_MODE_REDIRECT) {
-		__u64 *claim = canonical ? &conn->redir0 : &conn->redir1;
-
-		if (__sync_val_compare_and_swap(claim, FP_REDIR_OPEN, FP_REDIR_TAKEN) ==
-		    FP_REDIR_CLOSED)
-			return fp_pass(stats, state, stats ? &stats->fallback_no_peer : NULL, size);
-	}
-	if (bpf_msg_redirect_hash(msg, &sluice_fp_socks_v1, &key, BPF_F_INGRESS) != SK_PASS)
+	why = fp_may_redirect(cfg, state, size);
+	if (why)
+		return fp_pass(stats, state, fp_why_counter(stats, why), size);
+	if (bpf_msg_redirect_hash(msg, &sluice_fp_socks_v1, &state->peer, BPF_F_INGRESS) != SK_PASS)
 		return fp_pass(stats, state, stats ? &stats->redirect_errors : NULL, size);
 	state->mode = FP_MODE_REDIRECT;
+	state->unread_bound += size;
 	if (stats) {
 		stats->redirected_msgs++;
 		stats->redirected_bytes += size;

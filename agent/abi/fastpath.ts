@@ -43,7 +43,7 @@ export const FpConfigCodec = defineStruct('fp_config', [
   ['allow_blocking', u32],
   ['max_streak_msgs', u32],
   ['max_streak_bytes', u32],
-  ['pad', u32],
+  ['streak_exempt_bytes', u32],
 ]);
 
 /** Per-CPU counters (one entry). */
@@ -66,18 +66,27 @@ export const FpStatsCodec = defineStruct('fp_stats', [
   ['left_map', u64],
 ]);
 
-/** Per-connection send streaks (by the connection's canonical key). */
+/** Per connection (by its canonical key): each side's socket and state addresses, and the redirect claims. */
 export const FpConnCodec = defineStruct('fp_conn', [
-  ['streak_bytes0', u64],
-  ['streak_bytes1', u64],
-  ['streak_msgs0', u32],
-  ['streak_msgs1', u32],
+  ['sk0', u64],
+  ['state0', u64],
+  ['sk1', u64],
+  ['state1', u64],
   ['redir0', u64],
   ['redir1', u64],
 ]);
 
-/** Per-socket sticky mode (socket local storage). */
+/** Per-socket state (socket local storage): mode, the peer it sends to, streak and backpressure bookkeeping. */
 export const FpSockStateCodec = defineStruct('fp_sock_state', [
   ['mode', u32],
+  ['flags', u32],
+  ['peer', bytes(48)],
+  ['peer_sk', u64],
+  ['peer_state', u64],
+  ['sends', u64],
+  ['peer_sends_mark', u64],
+  ['streak_bytes', u64],
+  ['unread_bound', u64],
+  ['streak_msgs', u32],
   ['pad', u32],
 ]);

@@ -25,12 +25,11 @@ import type { FastPathSettings } from './settings';
 
 export const FASTPATH_OBJECT = 'fastpath.bpf.o';
 export const MAP_SOCKS = 'sluice_fp_socks_v1';
-export const MAP_SOCKADDR = 'sluice_fp_sockaddr_v1';
 export const MAP_CONFIG = 'sluice_fp_config_v1';
 export const MAP_STATS = 'sluice_fp_stats_v1';
 export const MAP_ENDPOINTS = 'sluice_fp_endpoints_v1';
 export const MAP_LISTENERS = 'sluice_fp_listeners_v1';
-export const MAP_CONNS = 'sluice_fp_conns_v1';
+export const MAP_CONNS = 'sluice_fp_conns_v2';
 
 export interface FastPathCounters {
   inserts: bigint;
@@ -84,7 +83,7 @@ export function probeFastPath(
   let object: BpfObject | undefined;
   try {
     mkdirSync(pinRoot, { recursive: true });
-    object = bpf.loadObject(objectPath, { pinRoot, mapMaxEntries: { [MAP_SOCKS]: 2, [MAP_SOCKADDR]: 2 } });
+    object = bpf.loadObject(objectPath, { pinRoot, mapMaxEntries: { [MAP_SOCKS]: 2, [MAP_CONNS]: 2 } });
     const types = object.programs().map((p) => p.info().type);
     if (!types.includes('sock_ops') || !types.includes('sk_msg')) {
       return { ok: false, reason: `unexpected program types ${types.join(',')}` };
@@ -187,7 +186,6 @@ export class FastPath {
       pinRoot: this.options.pinRoot,
       mapMaxEntries: {
         [MAP_SOCKS]: this.settings.maxSockets,
-        [MAP_SOCKADDR]: this.settings.maxSockets,
         [MAP_CONNS]: this.settings.maxSockets,
       },
     });
@@ -314,6 +312,7 @@ export class FastPath {
         allow_blocking: s.allowBlockingSockets ? 1 : 0,
         max_streak_msgs: s.maxStreakMessages,
         max_streak_bytes: s.maxStreakBytes,
+        streak_exempt_bytes: s.streakExemptBytes,
       }),
     );
   }

@@ -25,6 +25,12 @@ export interface FastPathSettings {
   readonly maxStreakMessages: number;
   /** The same in bytes (so 1 MiB request/response stays, bulk streams leave). 0: no limit. */
   readonly maxStreakBytes: number;
+  /**
+   * A send (as the kernel hands it to the program: up to 512 KiB of a larger write) at least this large
+   * does not count toward a streak: one-way streams of large writes gain from redirect (measured with
+   * 1 MiB writes), streams of 64 KiB writes lose. 0: every send counts.
+   */
+  readonly streakExemptBytes: number;
   /** Sockhash capacity (sockets; two per connection). A full map sends new connections the normal way. */
   readonly maxSockets: number;
   /**
@@ -41,6 +47,7 @@ export const FASTPATH_DEFAULTS: FastPathSettings = Object.freeze({
   maxMessageBytes: 0,
   maxStreakMessages: 64,
   maxStreakBytes: 2 * 1024 * 1024,
+  streakExemptBytes: 256 * 1024,
   maxSockets: 65536,
   allowBlockingSockets: false,
 });
@@ -90,6 +97,7 @@ export function parseFastPathSettings(
     maxMessageBytes: integer('maxMessageBytes', merged.maxMessageBytes, 0, 0xffffffff),
     maxStreakMessages: integer('maxStreakMessages', merged.maxStreakMessages, 0, 0xffffffff),
     maxStreakBytes: integer('maxStreakBytes', merged.maxStreakBytes, 0, 0xffffffff),
+    streakExemptBytes: integer('streakExemptBytes', merged.streakExemptBytes, 0, 0xffffffff),
     maxSockets: integer('maxSockets', merged.maxSockets, 2, 1 << 24),
     allowBlockingSockets: boolean('allowBlockingSockets', merged.allowBlockingSockets),
   });

@@ -63,19 +63,24 @@ struct fp_config {
 				   fast path; 0: off */
 	__u32 max_streak_bytes; /* bytes in a row from one side (peer silent) before it leaves the
 				   fast path; 0: off */
-	__u32 pad;		/* zero */
+	__u32 streak_exempt_bytes; /* a send at least this large does not count toward a streak
+				      (one-way streams of large writes gain from redirect); 0: all
+				      count */
 };
 
-/* Per-connection send streaks, keyed by the connection's canonical fp_sock_key
- * (fp_key_is_canonical). */
+/*
+ * Per connection, keyed by its canonical fp_sock_key (fp_key_is_canonical): where each side's
+ * socket and state are (so a side finds its peer once, at its first send) and the redirect claims.
+ * Addresses are for probe reads only.
+ */
 struct fp_conn {
-	__u64 streak_bytes0; /* bytes the canonical side sent since the other side last sent */
-	__u64 streak_bytes1; /* bytes the other side sent since the canonical side last sent */
-	__u32 streak_msgs0;  /* sends of the canonical side since the other side last sent */
-	__u32 streak_msgs1;  /* sends of the other side since the canonical side last sent */
-	__u64 redir0;	     /* FP_REDIR_*: may the canonical side still redirect (claimed once, by
-				cmpxchg) */
-	__u64 redir1;	     /* FP_REDIR_*: may the other side still redirect */
+	__u64 sk0;    /* canonical side: struct sock address (0 until it joins the sockhash) */
+	__u64 state0; /* canonical side: address of its struct fp_sock_state */
+	__u64 sk1;    /* other side: struct sock address (0 until it joins the sockhash) */
+	__u64 state1; /* other side: address of its struct fp_sock_state */
+	__u64 redir0; /* FP_REDIR_*: may the canonical side still redirect (claimed once, by
+			 cmpxchg) */
+	__u64 redir1; /* FP_REDIR_*: may the other side still redirect */
 };
 
 /* fp_conn.redir*: a side claims OPEN->TAKEN before its first redirect; its peer claims OPEN->CLOSED
@@ -122,10 +127,28 @@ struct fp_stats {
 			   normal path */
 };
 
-/* Per-socket state (socket local storage), one per direction of a connection. */
+/* fp_sock_state.flags */
+#define FP_STATE_CANONICAL	  1 /* this socket's key is its connection's canonical key */
+#define FP_STATE_PEER_NONBLOCKING 2 /* the peer was seen with a non-blocking file */
+
+/*
+ * Per-socket state (socket local storage): everything a send needs, so a redirect that has been
+ * decided costs one storage lookup and the redirect itself. Written by the socket's own sends only
+ * (its peer reads `sends` with a probe read, never writes).
+ */
 struct fp_sock_state {
-	__u32 mode; /* FP_MODE_*: sticky, so bytes are never reordered between the two paths */
-	__u32 pad;  /* zero */
+	__u32 mode;		 /* FP_MODE_*: sticky, so bytes are never reordered between paths */
+	__u32 flags;		 /* FP_STATE_* */
+	struct fp_sock_key peer; /* the peer's sockhash key: this socket's own key reversed */
+	__u64 peer_sk;	  /* peer's struct sock address (probe reads only), from the first send */
+	__u64 peer_state; /* peer's fp_sock_state address (probe reads only), from the first send */
+	__u64 sends;	  /* sends of this socket through the sockhash (the peer's streak check) */
+	__u64 peer_sends_mark; /* peer's `sends` when this socket last saw it change */
+	__u64 streak_bytes;    /* bytes sent since then */
+	__u64 unread_bound;    /* upper bound of the peer's unread redirected bytes: last read plus
+				  what    this socket redirected since */
+	__u32 streak_msgs;     /* sends since peer_sends_mark changed */
+	__u32 pad;	       /* zero */
 };
 
 #endif /* SLUICE_FASTPATH_H */

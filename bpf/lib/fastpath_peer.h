@@ -6,6 +6,7 @@
 #include "vmlinux.h"
 #include <bpf/bpf_core_read.h>
 #include <bpf/bpf_helpers.h>
+#include "fastpath.h"
 
 /* sk_user_data carries flag bits below the psock pointer (SK_USER_DATA_NOCOPY | _BPF | _PSOCK). */
 #define FP_SK_USER_DATA_PTRMASK (~7UL)
@@ -30,6 +31,20 @@ static __always_inline long fp_peer_unread_bytes(__u64 peer_addr)
 	if (bpf_core_read(&queued, sizeof(queued), &psock->msg_tot_len))
 		return -1;
 	return (long)queued;
+}
+
+/*
+ * The peer's count of sends (fp_sock_state.sends), read through the address of its socket storage;
+ * -1 when it cannot be read. The streak check only compares it with an earlier value.
+ */
+static __always_inline long long fp_peer_sends(__u64 peer_state)
+{
+	struct fp_sock_state *state = (struct fp_sock_state *)peer_state;
+	__u64 sends = 0;
+
+	if (!state || bpf_probe_read_kernel(&sends, sizeof(sends), &state->sends))
+		return -1;
+	return (long long)sends;
 }
 
 /* O_NONBLOCK of the generic ABI (x86, arm64): asm-generic/fcntl.h. */

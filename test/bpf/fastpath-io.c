@@ -10,6 +10,8 @@
  *
  * -6: IPv6 (::1). -n: O_NONBLOCK sockets driven by poll(), as an event loop (Node, Go) uses them;
  * an EAGAIN there is normal and waited out with poll(). Without -n every read is a blocking recv().
+ * -c A,B (pingpong, bulk, connrate): client side pinned to CPU A, server side to CPU B, so every
+ * run of a benchmark has the same placement (A == B: one core; A != B: a wake-up across cores).
  *
  *   fastpath-io [-6] [-n] xfer SIZE PATTERN       full duplex SIZE bytes each way; PATTERN
  * small|huge|mixed fastpath-io [-6] [-n] halfclose SIZE          client sends SIZE,
@@ -33,6 +35,7 @@
 #include <netinet/tcp.h>
 #include <poll.h>
 #include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -50,6 +53,26 @@ static int nonblock;	/* -n: O_NONBLOCK sockets driven by poll(), as an event loo
 static int listen_port; /* -p PORT: listen on this port instead of an ephemeral one */
 static int
     accept_blocking; /* -b (with -n): accept() without SOCK_NONBLOCK, the server side blocks */
+/* -c A,B (benchmarks): client side on CPU A, server side on CPU B; -1: wherever the scheduler puts
+ * them */
+static int client_cpu = -1, server_cpu = -1;
+
+/* Pins the calling thread to `cpu` (benchmarks: the same placement in every run); -1: no pinning.
+ */
+static void pin_to(int cpu)
+{
+	cpu_set_t set;
+
+	if (cpu < 0)
+		return;
+	CPU_ZERO(&set);
+	CPU_SET(cpu, &set);
+	if (sched_setaffinity(0, sizeof(set), &set)) {
+		printf("{\"ok\":false,\"error\":\"sched_setaffinity %d: %s\"}\n", cpu,
+		       strerror(errno));
+		exit(2);
+	}
+}
 
 /* In -n mode, waits for the socket to become ready and returns 1 (retry); otherwise 0. */
 static int wait_ready(int fd, short events)
@@ -659,7 +682,9 @@ static void *tail_main(void *p)
 	uint8_t buf[4096];
 	uint64_t off = 0;
 
-	for (int i = 0; i < 50 && off < a->size; i++) {
+	/* About 50 pieces 2 ms apart; a short write (a nearly full send buffer) sends its rest as
+	 * one more piece, so the bound is generous. */
+	for (int i = 0; i < 1000 && off < a->size; i++) {
 		size_t n = a->size - off < sizeof(buf) ? a->size - off : sizeof(buf);
 		ssize_t m;
 
@@ -820,6 +845,7 @@ static void *echo_main(void *p)
 	struct echo_arg *e = p;
 	uint8_t *buf = malloc(e->size);
 
+	pin_to(server_cpu);
 	for (int i = 0; i < e->iters; i++) {
 		if (read_full(e->fd, buf, e->size) || write_full(e->fd, buf, e->size))
 			break;
@@ -845,6 +871,7 @@ static int cmd_pingpong(size_t size, int iters)
 	e = (struct echo_arg){sfd, size, iters + warm};
 	fill(buf, size, 1, 0);
 	pthread_create(&t, NULL, echo_main, &e);
+	pin_to(client_cpu);
 	for (int i = 0; i < iters + warm; i++) {
 		double t0 = now_s();
 
@@ -880,6 +907,7 @@ static int cmd_bulk(size_t size, uint64_t total)
 	pid = fork();
 	if (pid == 0) {
 		close(cfd);
+		pin_to(server_cpu);
 		while (got < total) {
 			ssize_t n = recv(sfd, rbuf, 1 << 20, 0);
 
@@ -892,6 +920,7 @@ static int cmd_bulk(size_t size, uint64_t total)
 		_exit(got == total ? 0 : 1);
 	}
 	close(sfd);
+	pin_to(client_cpu);
 	t0 = now_s();
 	while (sent < total) {
 		size_t n = total - sent < size ? total - sent : size;
@@ -926,6 +955,7 @@ static void *rpc_server_main(void *p)
 	struct rpc_server *s = p;
 	uint8_t *buf = malloc(s->size);
 
+	pin_to(server_cpu);
 	for (int i = 0; i < s->count; i++) {
 		int fd = accept_from(s->lfd);
 
@@ -951,6 +981,7 @@ static int cmd_connrate(size_t size, int count)
 
 	fill(buf, size, 1, 0);
 	pthread_create(&t, NULL, rpc_server_main, &s);
+	pin_to(client_cpu);
 	t0 = now_s();
 	for (int i = 0; i < count; i++) {
 		int fd = connect_to(&addr, len);
@@ -979,7 +1010,7 @@ static int cmd_connrate(size_t size, int count)
 
 static void usage(void)
 {
-	fprintf(stderr, "usage: fastpath-io [-6] [-n] [-b] [-p PORT] "
+	fprintf(stderr, "usage: fastpath-io [-6] [-n] [-b] [-p PORT] [-c CPU,CPU] "
 			"xfer|halfclose|sendfile|concurrent|peerclose|slowreader|"
 			"stall|hold|pingpong|bulk|connrate ARGS\n");
 	exit(64);
@@ -1016,6 +1047,9 @@ int main(int argc, char **argv)
 			accept_blocking = 1;
 		else if (!strcmp(argv[i], "-p") && i + 1 < argc)
 			listen_port = (int)arg_u64(argv, ++i, argc, "PORT");
+		else if (!strcmp(argv[i], "-c") && i + 1 < argc &&
+			 sscanf(argv[++i], "%d,%d", &client_cpu, &server_cpu) == 2)
+			continue;
 		else
 			usage();
 	}

@@ -7,7 +7,7 @@
  */
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { FastPath, type FastPathCounters, probeFastPath } from '../../agent/fastpath/fastpath';
+import { FastPath, type FastPathCounters, MAP_CONNS, probeFastPath } from '../../agent/fastpath/fastpath';
 import { parseFastPathSettings } from '../../agent/fastpath/settings';
 import { bpf as nativeBpf } from '../../native';
 import { fastpathIoAvailable, runFastpathIo, startFastpathIo } from '../support/fastpath-io';
@@ -177,6 +177,17 @@ describePrivileged('same-node fast path', () => {
       expect(delta(after, before, 'fallbackStreaming')).toBe(0n);
       expect(delta(after, before, 'redirectedBytes')).toBeGreaterThanOrEqual(2n * 2200n * 1024n);
     });
+
+    it('keeps one-way streams of large writes on the fast path (they gain from redirect)', async () => {
+      fp.setEnabled(true);
+      const before = fp.counters();
+      const bulk = await io(['bulk', MiB, 32 * MiB], true);
+      expect(bulk.ok).toBe(true);
+      const after = fp.counters();
+      expect(delta(after, before, 'fallbackStreaming')).toBe(0n);
+      // Counted as a streak, the stream would have left after maxStreakBytes (2 MiB).
+      expect(delta(after, before, 'redirectedBytes')).toBeGreaterThan(2n * BigInt(MiB));
+    });
   });
 
   describe('map hygiene', () => {
@@ -239,7 +250,7 @@ describePrivileged('same-node fast path', () => {
 
     it('leaves zero entries in the sockhash after everything', async () => {
       expect(await waitFor(() => fp.sockets().length === 0)).toBe(true);
-      expect(await waitFor(() => fp.map('sluice_fp_sockaddr_v1').keys().length === 0)).toBe(true);
+      expect(await waitFor(() => fp.map(MAP_CONNS).keys().length === 0)).toBe(true);
     });
 
     it('never reorders across a detach and re-attach (a restart adopting the pinned maps)', async () => {

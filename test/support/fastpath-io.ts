@@ -25,6 +25,8 @@ export interface FastpathIoOptions {
   blockingAccept?: boolean;
   /** Listen on this port (-p); default ephemeral. */
   port?: number;
+  /** Benchmarks (-c): pin the client side to cpus[0] and the server side to cpus[1]. */
+  cpus?: readonly [number, number];
   /** Kill the helper after this long (default 60 s). */
   timeoutMs?: number;
 }
@@ -47,6 +49,7 @@ export function runFastpathIo(
     ...(options.nonblocking ? ['-n'] : []),
     ...(options.blockingAccept ? ['-b'] : []),
     ...(options.port ? ['-p', String(options.port)] : []),
+    ...(options.cpus ? ['-c', options.cpus.join(',')] : []),
   ];
   const argv = [FASTPATH_IO, ...flags, ...args.map(String)];
   const child = sandbox.spawn(argv, netns ? { netns, inCgroup: true } : {});
