@@ -13,13 +13,14 @@
  * the normal path in order, then detaches and unpins the fast-path links. The maps stay pinned (sockets
  * leave the sockhash as they close; uninstall removes the pins).
  */
-import { existsSync, readdirSync, rmdirSync, unlinkSync } from 'node:fs';
+import { existsSync, readdirSync, rmdirSync, rmSync, unlinkSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
 import type { BpfMap, NativeBpf } from '../native/types';
 import { FpConfigCodec } from './abi/fastpath';
 import {
   type Endpoint,
+  FASTPATH_RETIRED_MAPS,
   FastPath,
   type FastPathCounters,
   MAP_CONFIG,
@@ -214,6 +215,7 @@ export class AgentFastPath {
           },
         ],
       });
+      for (const name of FASTPATH_RETIRED_MAPS) rmSync(join(installed.layout.mapsDir, name), { force: true });
       const object = installed.objects[0];
       if (!object) throw new Error('fast path object not loaded');
       const fp = new FastPath({

@@ -30,6 +30,15 @@ export const MAP_STATS = 'sluice_fp_stats_v1';
 export const MAP_ENDPOINTS = 'sluice_fp_endpoints_v1';
 export const MAP_LISTENERS = 'sluice_fp_listeners_v1';
 export const MAP_CONNS = 'sluice_fp_conns_v2';
+/**
+ * Maps earlier versions pinned and this one no longer uses (their layout changed): a starting agent unpins
+ * them, and the kernel frees each once no attached program holds it.
+ */
+export const FASTPATH_RETIRED_MAPS = [
+  'sluice_fp_state_v1',
+  'sluice_fp_sockaddr_v1',
+  'sluice_fp_conns_v1',
+] as const;
 
 export interface FastPathCounters {
   inserts: bigint;

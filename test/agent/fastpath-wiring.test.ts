@@ -5,7 +5,7 @@
  * Real BPF, real sockets (build/fastpath-io) in a sandbox netns and cgroup.
  */
 import { execFileSync } from 'node:child_process';
-import { existsSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { PassThrough } from 'node:stream';
 import pino from 'pino';
@@ -209,7 +209,20 @@ describePrivileged('fast path in the agent', () => {
   });
 
   it('a restart adopts the pinned links and keeps redirecting; uninstall removes them', async () => {
+    // An earlier version's map whose layout changed since: unpinned at start.
+    const mapsDir = pinLayout(bpffs).mapsDir;
+    mkdirSync(mapsDir, { recursive: true });
+    const retired = nativeBpf.createMap({
+      type: 'hash',
+      name: 'sluice_fp_conns',
+      keySize: 4,
+      valueSize: 4,
+      maxEntries: 1,
+    });
+    retired.pin(join(mapsDir, 'sluice_fp_conns_v1'));
+    retired.close();
     const first = agentFastPath('all').fp;
+    expect(existsSync(join(mapsDir, 'sluice_fp_conns_v1'))).toBe(false);
     const ids = () => linkPins().map((pin) => nativeBpf.openPinnedLink(pin).info?.().id);
     const before = ids();
     first.close();
