@@ -20,7 +20,7 @@ import { parseFastPathSettings } from '../agent/fastpath/settings';
 import { bpf, packageRoot } from '../native';
 import { fastpathIoAvailable, runFastpathIo, type Spawner } from '../test/support/fastpath-io';
 import { createKernelSandbox, type Netns } from '../test/support/kernel-sandbox';
-import { writeBenchmarkSection } from './report';
+import { assertBpfStatsStayedOff, waitForBpfStatsOff, writeBenchmarkSection } from './report';
 
 const ROOT = packageRoot(__dirname);
 const ROUNDS = Number(process.env.ROUNDS ?? 3);
@@ -100,6 +100,7 @@ async function main(): Promise<void> {
   const missing = fastpathIoAvailable();
   if (missing) throw new Error(missing);
   if (!existsSync(MIN_OBJECT)) throw new Error(`${MIN_OBJECT} not built (make bpf-test)`);
+  await waitForBpfStatsOff();
   const sandbox = createKernelSandbox('bench-fastpath', String(process.pid));
   // A sibling cgroup for the minimal redirect, so its sockets never meet the fast path's programs.
   const minSandbox = createKernelSandbox('bench-fastpath-min', String(process.pid));
@@ -213,6 +214,7 @@ async function main(): Promise<void> {
           `fallback ${counters.fallbackMsgs} msgs (backpressure ${counters.fallbackBackpressure} connections), ` +
           `insert failures ${counters.insertFailures}.`,
       ].join('\n');
+      assertBpfStatsStayedOff();
       mkdirSync(resolve(ROOT, 'bench/results'), { recursive: true });
       writeFileSync(resolve(ROOT, 'bench/results/fastpath.md'), `${body}\n`);
       writeBenchmarkSection('fastpath', body);

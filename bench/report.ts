@@ -5,6 +5,7 @@
  */
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { packageRoot } from '../native';
 
 export const BENCHMARKS_DOC = join(packageRoot(__dirname), 'docs/benchmarks.md');
@@ -22,4 +23,34 @@ export function writeBenchmarkSection(name: string, body: string, file = BENCHMA
       ? text.slice(0, from) + block + text.slice(to + end.length)
       : `${text.trimEnd()}\n\n${block}\n`;
   writeFileSync(file, next);
+}
+
+const BPF_STATS = '/proc/sys/kernel/bpf_stats_enabled';
+
+/**
+ * Whether the kernel's BPF run-time statistics are on (sysctl kernel.bpf_stats_enabled, or a process
+ * holding a BPF_ENABLE_STATS fd). While on, every program run also reads the clock twice and updates
+ * per-CPU counters (about 45 ns here), which biases any comparison with BPF programs on one side only.
+ */
+export const bpfStatsOn = (): boolean =>
+  existsSync(BPF_STATS) && readFileSync(BPF_STATS, 'utf8').trim() !== '0';
+
+/** Waits, bounded, until the statistics are off; throws rather than measure with them on. */
+export async function waitForBpfStatsOff(timeoutMs = 120_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (bpfStatsOn()) {
+    if (Date.now() > deadline) {
+      throw new Error(`${BPF_STATS} stayed on: every BPF program run would include the kernel's accounting`);
+    }
+    await sleep(500);
+  }
+}
+
+/** Call after measuring: a run during which the statistics came on is not kept. */
+export function assertBpfStatsStayedOff(): void {
+  if (bpfStatsOn()) {
+    throw new Error(
+      `${BPF_STATS} came on during the run: its numbers include the kernel's accounting, not kept`,
+    );
+  }
 }

@@ -20,7 +20,7 @@
  * Results go to docs/benchmarks.md between the xdp markers and to bench/results/xdp.md. Bounded: every
  * phase has a count and a deadline; namespaces and pins are removed at the end, also on failure.
  */
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdirSync, writeFileSync } from 'node:fs';
 import { cpus, release } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -51,7 +51,7 @@ import {
   VIP,
   type XdpTopology,
 } from '../test/support/xdp-topology';
-import { writeBenchmarkSection } from './report';
+import { bpfStatsOn, writeBenchmarkSection } from './report';
 
 const ROOT = join(__dirname, '..', '..');
 const OBJECT_DIR = join(ROOT, 'build', 'bpf');
@@ -145,8 +145,6 @@ interface CostRow {
   call: CallCosts;
 }
 
-const BPF_STATS = '/proc/sys/kernel/bpf_stats_enabled';
-const bpfStatsOn = (): boolean => existsSync(BPF_STATS) && readFileSync(BPF_STATS, 'utf8').trim() !== '0';
 const sleepSync = (ms: number): void => {
   Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms);
 };
@@ -168,7 +166,9 @@ function withStatsOff<T>(measure: (attempt: number) => T): T {
     const value = measure(attempt++);
     if (!bpfStatsOn()) return value;
   }
-  throw new Error(`${BPF_STATS} stayed on: every figure would include the kernel's run-time accounting`);
+  throw new Error(
+    `kernel.bpf_stats_enabled stayed on: every figure would include the kernel's run-time accounting`,
+  );
 }
 
 /** withStatsOff for the topology runs (whole-path figures: only the XDP set-ups run BPF programs). */
@@ -183,7 +183,9 @@ async function withStatsOffAsync<T>(measure: () => Promise<T>): Promise<T> {
     const value = await measure();
     if (!bpfStatsOn()) return value;
   }
-  throw new Error(`${BPF_STATS} stayed on: the XDP set-ups would pay the kernel's run-time accounting`);
+  throw new Error(
+    `kernel.bpf_stats_enabled stayed on: the XDP set-ups would pay the kernel's run-time accounting`,
+  );
 }
 
 /** Values per name collected over interleaved rounds, and the median of each. */
