@@ -71,6 +71,8 @@ const CLIENT_CPU = process.env.CLIENT_CPU ?? '0';
 const SERVER_CPU = process.env.SERVER_CPU ?? '0';
 /** only the comparisons whose "mode / reference" matches (for quick looks; the doc wants all) */
 const ONLY = new RegExp(process.env.ONLY ?? '.');
+/** EXTRAS=0 skips the hook-alone, programming and dead-backend parts (for quick looks at the ratios) */
+const EXTRAS = process.env.EXTRAS !== '0';
 
 interface Samples {
   errors: number;
@@ -554,7 +556,7 @@ async function main(): Promise<void> {
 
       // the hook alone: UDP connect (no handshake), every comparison paired. A UDP connect is
       // translated only for UDP services: the same 10 000 services as UDP for this part.
-      if (count === 10_000) {
+      if (count === 10_000 && EXTRAS) {
         {
           await lb.datapath.sync(specs.map((spec) => ({ ...spec, protocol: 'udp' as const })));
           const ns = bench.backendNetns();
@@ -651,7 +653,7 @@ async function main(): Promise<void> {
     }
 
     // failed connects seen by a client loop when a backend dies
-    {
+    if (EXTRAS) {
       const port = 9090;
       const failures: string[] = [];
       for (const mode of ['sluice', 'iptables-legacy'] as const) {
