@@ -27,7 +27,8 @@
  * Bounded: fixed counts per measurement, a timeout on every child.
  * Run: make build && node dist/bench/socket-lb.js   (SESSIONS=12 ROUNDS=4 COUNTS=1,1000,10000;
  * SLUICE_BENCH_NFT_10K=1 also loads 10 000 services into nftables, which took ~100 s and tripped the
- * soft-lockup watchdog in an earlier prototype)
+ * soft-lockup watchdog in an earlier prototype). Quick paired looks: ONLY=<regex of "mode / reference">
+ * EXTRAS=0 NO_DOC=1 (only the matching rows, no hook-alone, programming or dead-backend parts, no doc).
  */
 import { execFileSync } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
