@@ -42,7 +42,7 @@ import { SocketLb } from '../agent/datapath/socket-lb';
 import { bpf, packageRoot } from '../native';
 import type { BpfLink } from '../native/types';
 import { createKernelSandbox, type Netns, type Sandbox } from '../test/support/kernel-sandbox';
-import { writeBenchmarkSection } from './report';
+import { assertBpfStatsStayedOff, waitForBpfStatsOff, writeBenchmarkSection } from './report';
 import {
   median,
   mergeRounds,
@@ -347,6 +347,7 @@ const fmtDiff = (s: Spread): string =>
 
 async function main(): Promise<void> {
   buildIo();
+  await waitForBpfStatsOff();
   const box = createKernelSandbox('bench-lb', String(process.pid));
   // A second cgroup, for the hooks without the per-socket record (measurement only).
   const bareBox = createKernelSandbox('bench-lb-bare', String(process.pid));
@@ -767,6 +768,7 @@ async function main(): Promise<void> {
     ...lines,
     '',
   ].join('\n');
+  assertBpfStatsStayedOff();
   mkdirSync(join(ROOT, 'bench/results'), { recursive: true });
   writeFileSync(join(ROOT, 'bench/results/socket-lb.md'), section);
   if (process.env.NO_DOC !== '1') writeBenchmarkSection('socket-lb', section);
