@@ -446,11 +446,14 @@ export class NodeAgent {
     };
   }
 
-  /** Every programmed service, in catalog order. */
-  private programmedServices(catalog: Catalog): ProgrammedService[] {
+  /** Every service programmed once a write with `replanned` has landed, in catalog order. */
+  private programmedServices(
+    catalog: Catalog,
+    replanned: ReadonlyMap<string, readonly ProgrammedService[]>,
+  ): ProgrammedService[] {
     const out: ProgrammedService[] = [];
     for (const service of catalog.services)
-      for (const s of this.programmed.get(service.key) ?? []) out.push(s);
+      for (const s of replanned.get(service.key) ?? this.programmed.get(service.key) ?? []) out.push(s);
     return out;
   }
 
@@ -493,7 +496,8 @@ export class NodeAgent {
           this.needFull = true;
           await this.options.sink.update?.({
             ...change,
-            services: () => this.programmedServices(catalog),
+            // Called during the write, before commit() records it: the replanned entries win.
+            services: () => this.programmedServices(catalog, replanned),
           });
         }
       }

@@ -121,8 +121,8 @@ export class AgentXdp {
   private lb: XdpLoadBalancer | undefined;
   private link: BpfLink | undefined;
   private attachedMode: 'native' | 'generic' | undefined;
-  /** What each programmed external IP:port was last given, to write only what changed. */
-  private readonly applied = new Map<string, string>();
+  /** What each programmed external IP:port was last given (its backends as JSON), to write only what changed. */
+  private readonly applied = new Map<string, { spec: XdpServiceSpec; backends: string }>();
   private pruned = false;
   private timer: NodeJS.Timeout | undefined;
 
@@ -208,19 +208,17 @@ export class AgentXdp {
     const lb = this.lb;
     if (!lb) return;
     const desired = new Map(xdpServices(services).map((spec) => [specKey(spec), spec]));
-    for (const [key] of this.applied) {
+    for (const [key, { spec }] of this.applied) {
       if (desired.has(key)) continue;
-      const [protocol, ...rest] = key.split(':');
-      const port = Number(rest.pop());
-      lb.deleteService(rest.join(':'), port, protocol as 'tcp' | 'udp');
+      lb.deleteService(spec.address, spec.port, spec.protocol);
       this.applied.delete(key);
     }
     for (const [key, spec] of desired) {
-      const text = JSON.stringify(spec.backends);
-      if (this.applied.get(key) === text) continue;
+      const backends = JSON.stringify(spec.backends);
+      if (this.applied.get(key)?.backends === backends) continue;
       try {
         lb.setService(spec);
-        this.applied.set(key, text);
+        this.applied.set(key, { spec, backends });
       } catch (error) {
         this.options.log.error({ service: key, err: error }, 'xdp: could not program an external IP');
       }

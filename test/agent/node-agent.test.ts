@@ -12,11 +12,11 @@ import { SocketLbDatapath } from '../../agent/datapath/datapath';
 import { resolveLbSettings } from '../../agent/datapath/settings';
 import { createMemoryDatapathWriter } from '../../agent/datapath/writer-memory';
 import { SocketLbSink, toServiceSpecs } from '../../agent/datapath-bpf';
-import { MemorySink } from '../../agent/datapath-sink';
+import { afterEachPlan, MemorySink } from '../../agent/datapath-sink';
 import { defaultProbers } from '../../agent/health/probers';
 import { HealthScheduler } from '../../agent/health/scheduler';
 import { AgentMetrics } from '../../agent/metrics';
-import { healthKey, NodeAgent, planServices, probeTargets } from '../../agent/node-agent';
+import { type DataplaneSink, healthKey, NodeAgent, planServices, probeTargets } from '../../agent/node-agent';
 import { type Catalog, parseCatalog } from '../../controller/catalog';
 
 const log = pino({ level: 'silent' });
@@ -170,7 +170,7 @@ describe('NodeAgent', () => {
     server = undefined;
   });
 
-  function makeAgent(sink: SocketLbSink | MemorySink) {
+  function makeAgent(sink: DataplaneSink) {
     scheduler = new HealthScheduler({ probers: defaultProbers(), logger: log });
     const metrics = new AgentMetrics(new Registry(), { processMetrics: false });
     // Like the controller's assignment: this node probes its own backends only.
@@ -204,6 +204,25 @@ describe('NodeAgent', () => {
     expect(writer.state.services.size).toBe(1);
     const text = await metrics.registry.metrics();
     expect(text).toMatch(/sluice_catalog_updates_total\{result="nack"\} 1/);
+    await agent.stop();
+  });
+
+  it('hands plan listeners the services as they are once an incremental write has landed', async () => {
+    const sink = new MemorySink();
+    const seen: string[][] = [];
+    const { agent } = makeAgent(
+      afterEachPlan(sink, (planned) => seen.push(planned.map((p) => `${p.vip}:${p.port}`))),
+    );
+    expect(await agent.applyCatalog({ version: 1n, catalog: services(2) })).toEqual({ ok: true });
+    expect(await agent.applyCatalog({ version: 2n, catalog: services(3) })).toEqual({ ok: true });
+    expect(await agent.applyCatalog({ version: 3n, catalog: services(1) })).toEqual({ ok: true });
+    // The second and third writes are incremental (update): the listener sees each one's result.
+    expect(sink.updates).toBe(2);
+    expect(seen).toEqual([
+      ['10.96.1.1:80', '10.96.1.2:80'],
+      ['10.96.1.1:80', '10.96.1.2:80', '10.96.1.3:80'],
+      ['10.96.1.1:80'],
+    ]);
     await agent.stop();
   });
 

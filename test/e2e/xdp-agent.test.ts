@@ -195,6 +195,38 @@ describePrivileged('agent with --xdp-interface: external IPs balanced in XDP', (
     expect(greeting.backend).toMatch(/^backend\d$/);
     long.kill('SIGTERM');
 
+    // The external IP leaves the catalog: the agent deletes it from the balancer's VIP map.
+    const vipEntries = () =>
+      (
+        JSON.parse(
+          execFileSync(
+            'bpftool',
+            ['-j', 'map', 'dump', 'pinned', join(agentBpffs, 'maps', 'sluice_xdp_vips_v1')],
+            {
+              encoding: 'utf8',
+            },
+          ),
+        ) as unknown[]
+      ).length;
+    expect(vipEntries()).toBe(1);
+    const applied = second.log.count(msgIs('catalog applied'));
+    writeCatalog(file, {
+      services: [
+        {
+          name: 'web',
+          vip: '10.96.0.20',
+          ports: [{ port: VIP_PORT }],
+          backends: WEIGHTS.map((weight, i) => ({ address: backendAddr(i), weight })),
+        },
+      ],
+    });
+    await second.log.waitFor(
+      () => second.log.count(msgIs('catalog applied')) > applied,
+      20_000,
+      'the catalog without the external IP applied',
+    );
+    expect(vipEntries()).toBe(0);
+
     // Without the flag, the next agent detaches the balancer an earlier run left.
     second.child.kill('SIGTERM');
     await new Promise((r) => second.child.once('exit', r));
