@@ -32,15 +32,27 @@ export interface PinLayout {
   mapPin(map: string): string;
   /** Directory of the links made for one cgroup (by cgroup id). */
   cgroupLinksDir(cgroupId: bigint | number): string;
+  /** Directory of the links made for one network interface (the XDP load balancer's). */
+  interfaceLinksDir(ifname: string): string;
   linkPin(cgroupId: bigint | number, object: string, program: string): string;
   programPin(object: string, program: string): string;
+}
+
+const CGROUP_PREFIX = 'cg-';
+const INTERFACE_PREFIX = 'if-';
+
+/** What a directory under links/ holds links for: a cgroup (by id) or a network interface (by name). */
+export function linksOwner(entry: string): { kind: 'cgroup' | 'interface'; name: string } {
+  return entry.startsWith(INTERFACE_PREFIX)
+    ? { kind: 'interface', name: entry.slice(INTERFACE_PREFIX.length) }
+    : { kind: 'cgroup', name: entry.replace(CGROUP_PREFIX, '') };
 }
 
 export function pinLayout(root: string): PinLayout {
   const mapsDir = join(root, 'maps');
   const linksDir = join(root, 'links');
   const progsDir = join(root, 'progs');
-  const cgroupLinksDir = (id: bigint | number) => join(linksDir, `cg-${id}`);
+  const cgroupLinksDir = (id: bigint | number) => join(linksDir, `${CGROUP_PREFIX}${id}`);
   return {
     root,
     mapsDir,
@@ -48,6 +60,7 @@ export function pinLayout(root: string): PinLayout {
     progsDir,
     mapPin: (map) => join(mapsDir, map),
     cgroupLinksDir,
+    interfaceLinksDir: (ifname) => join(linksDir, `${INTERFACE_PREFIX}${ifname}`),
     linkPin: (id, object, program) => join(cgroupLinksDir(id), object, program),
     programPin: (object, program) => join(progsDir, object, program),
   };
@@ -318,6 +331,26 @@ function rmdirIfEmpty(path: string, removed: string[]): void {
 }
 
 /**
+ * Detaches and unpins every link under one owner's directory (`links/<owner>/<object>/<program>`), then
+ * removes the emptied directories.
+ */
+export function removeLinksIn(bpf: NativeBpf, dir: string): UninstallResult {
+  const detached: string[] = [];
+  const removed: string[] = [];
+  for (const object of listDir(dir)) {
+    for (const program of listDir(join(dir, object))) {
+      const path = join(dir, object, program);
+      detachPinnedLink(bpf, path);
+      detached.push(path);
+      removePin(path);
+      removed.push(path);
+    }
+  }
+  rmdirIfEmpty(dir, removed);
+  return { detached, removed };
+}
+
+/**
  * Detaches every link the agent pinned (for one cgroup when given, else for all) and removes its pins;
  * once no cgroup has links left, also the program and map pins and the directory itself. Idempotent.
  */
@@ -334,16 +367,9 @@ export function uninstall(
       ? [layout.cgroupLinksDir(cgroupId(options.cgroupPath))]
       : listDir(layout.linksDir).map((entry) => join(layout.linksDir, entry));
   for (const dir of cgroupDirs) {
-    for (const object of listDir(dir)) {
-      for (const program of listDir(join(dir, object))) {
-        const path = join(dir, object, program);
-        detachPinnedLink(bpf, path);
-        detached.push(path);
-        removePin(path);
-        removed.push(path);
-      }
-    }
-    rmdirIfEmpty(dir, removed);
+    const gone = removeLinksIn(bpf, dir);
+    detached.push(...gone.detached);
+    removed.push(...gone.removed);
   }
   // Programs and maps are shared by every cgroup's links: they go with the last cgroup.
   if (listDir(layout.linksDir).length === 0) {

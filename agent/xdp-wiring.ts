@@ -1,5 +1,5 @@
 /**
- * The XDP load balancer inside the agent (docs/xdp.md, "In the agent"): with `--xdp-interface IFNAME` the
+ * The XDP load balancer inside the agent (docs/operations.md, "XDP load balancer for external IPs"): with `--xdp-interface IFNAME` the
  * agent balances the catalog's external IPs for traffic arriving on that interface.
  *
  * - bpf/xdp_lb.bpf.o is loaded with its maps pinned by name in <bpffs>/maps (like the socket-LB maps), so
@@ -16,16 +16,19 @@
  * the flag off really turns the balancer off.
  */
 import { execFileSync } from 'node:child_process';
-import { existsSync, mkdirSync, readdirSync, rmdirSync, unlinkSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync } from 'node:fs';
 import { networkInterfaces } from 'node:os';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
 import type { BpfLink, NativeBpf } from '../native/types';
-import { XDP_LB_PROGRAM } from './abi/xdp';
+import { XDP_LB_OBJECT, XDP_LB_PROGRAM } from './abi/xdp';
 import type { AgentMetrics } from './metrics';
 import type { ProgrammedService } from './node-agent';
-import { detachPinnedLink, pinLayout } from './pins';
-import { XdpLoadBalancer, type XdpServiceSpec } from './xdp/datapath';
+import { linksOwner, objectName, pinLayout, removeLinksIn } from './pins';
+import { XdpLoadBalancer, type XdpServiceSpec, xdpServiceKey } from './xdp/datapath';
+
+/** The object's name in pin paths (pins.ts objectName of xdp_lb.bpf.o). */
+const XDP_LB_OBJECT_NAME = objectName(XDP_LB_OBJECT);
 
 /** Where bpf/xdp_lb.bpf.o is, relative to the package root. */
 export const XDP_OBJECT_DIR = 'build/bpf';
@@ -54,11 +57,9 @@ export function xdpServices(services: readonly ProgrammedService[]): XdpServiceS
   return specs;
 }
 
-const specKey = (spec: XdpServiceSpec): string => `${spec.protocol}:${spec.address}:${spec.port}`;
-
 /** The link pin for an interface, in the agent's pin layout. */
 export function xdpLinkPin(bpffsDir: string, ifname: string): string {
-  return join(pinLayout(bpffsDir).linksDir, `if-${ifname}`, 'xdp_lb', XDP_LB_PROGRAM);
+  return join(pinLayout(bpffsDir).interfaceLinksDir(ifname), XDP_LB_OBJECT_NAME, XDP_LB_PROGRAM);
 }
 
 interface IpLink {
@@ -145,7 +146,8 @@ export class AgentXdp {
     const { bpf, log, bpffsDir } = this.options;
     const ifname = this.options.interface;
     try {
-      const ifindex = interfaceLink(ifname).ifindex;
+      const iplink = interfaceLink(ifname);
+      const ifindex = iplink.ifindex;
       const sources = {
         ...interfaceSources(ifname),
         ...(this.options.encapSource4 ? { encapSource4: this.options.encapSource4 } : {}),
@@ -170,7 +172,9 @@ export class AgentXdp {
         const link = bpf.openPinnedLink(pin);
         link.update(lb.object.program(XDP_LB_PROGRAM));
         this.link = link;
-        this.attachedMode = this.pinnedMode(ifname);
+        // Its mode as the kernel reports it (an XDP link's info does not carry it): XDP_ATTACHED_SKB = 2 is
+        // generic; DRV = 1 (and HW = 3) run in the driver.
+        this.attachedMode = iplink.xdp?.mode === 2 ? 'generic' : 'native';
         log.info({ interface: ifname, pin, mode: this.attachedMode }, 'xdp: adopted the pinned link');
       } else {
         const link = lb.attach(ifindex, { mode: this.options.mode });
@@ -194,12 +198,6 @@ export class AgentXdp {
     return this;
   }
 
-  /** The mode the kernel reports for the interface (an XDP link's info does not carry it). */
-  private pinnedMode(ifname: string): 'native' | 'generic' {
-    // XDP_ATTACHED_SKB = 2 is generic; DRV = 1 (and HW = 3) run in the driver.
-    return interfaceLink(ifname).xdp?.mode === 2 ? 'generic' : 'native';
-  }
-
   /**
    * Writes the external IPs of an applied plan: new and changed ones set, gone ones deleted. A service the
    * balancer refuses (a full table) is logged and left as it was; it never rejects the catalog.
@@ -207,7 +205,9 @@ export class AgentXdp {
   setServices(services: readonly ProgrammedService[]): void {
     const lb = this.lb;
     if (!lb) return;
-    const desired = new Map(xdpServices(services).map((spec) => [specKey(spec), spec]));
+    const desired = new Map(
+      xdpServices(services).map((spec) => [xdpServiceKey(spec.address, spec.port, spec.protocol), spec]),
+    );
     for (const [key, { spec }] of this.applied) {
       if (desired.has(key)) continue;
       lb.deleteService(spec.address, spec.port, spec.protocol);
@@ -257,28 +257,12 @@ export class AgentXdp {
  * link is detached and unpinned (the maps stay pinned until `uninstall`). Returns the pins removed.
  */
 export function removeXdpLinks(bpf: NativeBpf, bpffsDir: string): string[] {
-  const linksDir = pinLayout(bpffsDir).linksDir;
+  const layout = pinLayout(bpffsDir);
   const removed: string[] = [];
-  let entries: string[];
-  try {
-    entries = readdirSync(linksDir);
-  } catch {
-    return removed;
-  }
-  for (const entry of entries.filter((name) => name.startsWith('if-'))) {
-    const pin = join(linksDir, entry, 'xdp_lb', XDP_LB_PROGRAM);
-    if (existsSync(pin)) {
-      detachPinnedLink(bpf, pin);
-      unlinkSync(pin);
-      removed.push(pin);
-    }
-    for (const dir of [join(linksDir, entry, 'xdp_lb'), join(linksDir, entry)]) {
-      try {
-        rmdirSync(dir);
-      } catch {
-        // not empty or gone
-      }
-    }
+  for (const entry of existsSync(layout.linksDir) ? readdirSync(layout.linksDir) : []) {
+    const owner = linksOwner(entry);
+    if (owner.kind !== 'interface') continue;
+    removed.push(...removeLinksIn(bpf, layout.interfaceLinksDir(owner.name)).detached);
   }
   return removed;
 }

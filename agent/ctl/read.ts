@@ -21,7 +21,7 @@ import {
   ServiceStatsCodec,
   SlotKeyCodec,
 } from '../abi/lb';
-import { pinLayout } from '../pins';
+import { linksOwner, pinLayout } from '../pins';
 import type { BackendStateName, BackendView, DataplaneView, LinkView, MapView, ServiceView } from './view';
 
 const ALGORITHMS = ['random', 'weighted', 'round-robin', 'least-connections'];
@@ -73,10 +73,11 @@ function listLinks(bpffs: string): LinkView[] {
   const links: LinkView[] = [];
   const list = (path: string) => (existsSync(path) && statSync(path).isDirectory() ? readdirSync(path) : []);
   for (const cg of list(layout.linksDir)) {
+    const owner = linksOwner(cg);
     for (const object of list(join(layout.linksDir, cg))) {
       for (const program of list(join(layout.linksDir, cg, object))) {
         links.push({
-          attachedTo: cg.startsWith('if-') ? `interface ${cg.slice(3)}` : `cgroup ${cg.replace(/^cg-/, '')}`,
+          attachedTo: `${owner.kind} ${owner.name}`,
           object,
           program,
           pin: join(layout.linksDir, cg, object, program),

@@ -178,7 +178,8 @@ export function xdpLoadOptions(config: ResolvedConfig, pinRoot?: string): OpenOb
   };
 }
 
-const serviceKey = (address: string, port: number, protocol: XdpProtocol): string =>
+/** A service's identity: `protocol:address:port` (the address canonical). */
+export const xdpServiceKey = (address: string, port: number, protocol: XdpProtocol): string =>
   `${protocol}:${address}:${port}`;
 
 interface VipState {
@@ -279,7 +280,7 @@ export class XdpLoadBalancer {
       const { vip_id: id } = XdpVipCodec.decode(value);
       const protocol: XdpProtocol = vipKey.proto === IPPROTO_TCP ? 'tcp' : 'udp';
       const address = bytes16ToIp(vipKey.addr);
-      const serviceName = serviceKey(address, vipKey.port, protocol);
+      const serviceName = xdpServiceKey(address, vipKey.port, protocol);
       const table = new Uint32Array(size);
       for (let slot = 0; slot < size; slot++) {
         table[slot] = maglev.lookup(u32Buffer(id * size + slot))?.readUInt32LE(0) ?? 0;
@@ -348,7 +349,7 @@ export class XdpLoadBalancer {
   /** Creates or updates a service: its backends, then its table, then (new VIPs) the VIP entry. */
   setService(spec: XdpServiceSpec): void {
     const { address, port, protocol } = validateService(spec);
-    const key = serviceKey(address, port, protocol);
+    const key = xdpServiceKey(address, port, protocol);
     const backends = spec.backends.map((backend, i) => {
       if (!isIPv4(backend.address) && !isIPv6(backend.address)) {
         throw new RangeError(
@@ -425,7 +426,7 @@ export class XdpLoadBalancer {
   /** Removes a service: the VIP entry first, then its table; unused backends lose their slots. */
   deleteService(vipAddress: string, port: number, protocol: XdpProtocol): boolean {
     const address = canonicalIp(vipAddress);
-    const key = serviceKey(address, port, protocol);
+    const key = xdpServiceKey(address, port, protocol);
     const vip = this.vips.get(key);
     if (!vip) return false;
     this.maps.vips.delete(
@@ -470,7 +471,7 @@ export class XdpLoadBalancer {
 
   /** The table the datapath holds for a service (slot → backend id). */
   table(address: string, port: number, protocol: XdpProtocol): Uint32Array | undefined {
-    const vip = this.vips.get(serviceKey(canonicalIp(address), port, protocol));
+    const vip = this.vips.get(xdpServiceKey(canonicalIp(address), port, protocol));
     return vip ? this.tables.current(vip.id) : undefined;
   }
 
