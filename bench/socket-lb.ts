@@ -104,10 +104,14 @@ function services(count: number, backends = BACKENDS, port = BPORT): ServiceSpec
   }));
 }
 
-/** 100 targets spread over the services (the first, the last and evenly between). */
+/** VIP targets an RPC client cycles over (TARGETS=1: one VIP, every lookup warm). */
+const TARGETS = Math.max(1, Math.min(1000, Number(process.env.TARGETS ?? 100)));
+
+/** TARGETS targets spread over the services (the first, the last and evenly between). */
 function targetLines(count: number): string {
   const picks = new Set<number>();
-  for (let k = 0; k < 100; k++) picks.add(Math.min(count - 1, Math.round((k * (count - 1)) / 99)));
+  const last = Math.max(1, TARGETS - 1);
+  for (let k = 0; k < TARGETS; k++) picks.add(Math.min(count - 1, Math.round((k * (count - 1)) / last)));
   return [...picks].map((i) => `${vipOf(i)} 80`).join('\n');
 }
 
