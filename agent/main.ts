@@ -18,10 +18,11 @@ import * as grpc from '@grpc/grpc-js';
 import pino, { type Logger } from 'pino';
 import { Registry } from 'prom-client';
 import { packageRoot } from '../native';
-import type { NativeBpf } from '../native/types';
+import type { BpfObject, NativeBpf } from '../native/types';
 import { loadState, type PersistedCatalog } from './catalog-state';
 import { type AgentConfig, ConfigError, loadAgentConfig, type RunConfig, type TlsFiles } from './config';
 import { connectController } from './controller-link';
+import { migrateRetiredLbMaps } from './datapath/migrate';
 import { lbMapMaxEntries, resolveLbSettings } from './datapath/settings';
 import { createSocketLbSink } from './datapath-bpf';
 import { afterEachPlan, MemorySink } from './datapath-sink';
@@ -33,7 +34,7 @@ import { HealthScheduler } from './health/scheduler';
 import { AgentMetrics } from './metrics';
 import { loadNative } from './native-loader';
 import { type DataplaneSink, NodeAgent, type ProgrammedService } from './node-agent';
-import { type Installed, install, uninstall } from './pins';
+import { type Installed, install, pinLayout, uninstall } from './pins';
 import { startStandalone } from './standalone';
 import { AgentXdp, removeXdpLinks, XDP_OBJECT_DIR } from './xdp-wiring';
 
@@ -150,6 +151,15 @@ export async function runAgent(config: RunConfig, deps: AgentDeps = {}): Promise
       objects: SOCKET_LB_OBJECTS.map((path) => ({
         path: join(packageRoot(__dirname), path),
         options: { mapMaxEntries: lbMapMaxEntries(settings) },
+        // Services in an older layout are copied over before the new programs take over.
+        ...(path.endsWith('sock_lb.bpf.o')
+          ? {
+              prepare: (object: BpfObject) => {
+                const done = migrateRetiredLbMaps(bpf, pinLayout(config.bpffs).mapsDir, object);
+                if (done.migrated.length > 0) log.info(done, 'socket-LB maps migrated from an older layout');
+              },
+            }
+          : {}),
       })),
     });
     log.info(

@@ -110,6 +110,8 @@ export interface ObjectSpec {
    * name. Their links are pinned, adopted and uninstalled like the object's cgroup links.
    */
   readonly sockmaps?: Readonly<Record<string, string>>;
+  /** Runs once the object is loaded, before any of its programs is attached or swapped in (migrations). */
+  readonly prepare?: (object: BpfObject) => void;
 }
 
 export type LinkAction = 'attached' | 'adopted' | 'replaced' | 'removed-stale';
@@ -245,6 +247,7 @@ export function install(
     for (const spec of options.objects) {
       const object = bpf.loadObject(spec.path, { ...spec.options, pinRoot: layout.mapsDir });
       objects.push(object);
+      spec.prepare?.(object);
       const name = objectName(spec.path);
       const wanted = new Set<string>();
       for (const program of object.programs()) {

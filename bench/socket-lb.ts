@@ -4,7 +4,10 @@
  * iptables-nft), nftables with a verdict map and HAProxy in TCP mode, at 1, 1 000 and 10 000 services;
  * the cost of the connect hook itself (UDP connect, no handshake), with and without the per-socket VIP
  * record; the time to program 10 000 services × 3 backends cold and to change one; and the failed
- * connects a client loop sees when a backend dies.
+ * connects a client loop sees when a backend dies. Beside sluice runs issue 3's minimal connect4
+ * prototype (test/bpf/progs/socklb_min.bpf.c: one hash lookup, a random pick, the rewrite; no record, no
+ * sockops), on its own cgroup with the same services: what the mechanism itself costs here, by the same
+ * method in the same run.
  *
  * Method (bench/socket-lb-stats.ts): every datapath is measured *paired* with a reference client, the
  * two alternating operation by operation so both see the same noise. Two clients that need different
@@ -28,19 +31,21 @@
  * Run: make build && node dist/bench/socket-lb.js   (SESSIONS=12 ROUNDS=4 COUNTS=1,1000,10000;
  * SLUICE_BENCH_NFT_10K=1 also loads 10 000 services into nftables, which took ~100 s and tripped the
  * soft-lockup watchdog in an earlier prototype). Quick paired looks: ONLY=<regex of "mode / reference">
- * EXTRAS=0 NO_DOC=1 (only the matching rows, no hook-alone, programming or dead-backend parts, no doc).
+ * EXTRAS=0 NO_DOC=1 (only the matching rows, no hook-alone, programming or dead-backend parts, no doc);
+ * TARGETS=N changes how many VIPs the RPC client cycles over (default 100; 1 keeps every lookup warm).
  */
 import { execFileSync } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { LbMaps } from '../agent/abi/lb';
 import { readServiceCounters } from '../agent/datapath/counters';
 import type { ServiceSpec } from '../agent/datapath/model';
 import { resolveLbSettings } from '../agent/datapath/settings';
 import { SocketLb } from '../agent/datapath/socket-lb';
 import { bpf, packageRoot } from '../native';
-import type { BpfLink } from '../native/types';
+import type { BpfLink, BpfMap } from '../native/types';
 import { createKernelSandbox, type Netns, type Sandbox } from '../test/support/kernel-sandbox';
 import { assertBpfStatsStayedOff, waitForBpfStatsOff, writeBenchmarkSection } from './report';
 import {
@@ -94,6 +99,36 @@ function buildIo(): void {
   execFileSync('cc', ['-O2', '-Wall', '-o', IO_BIN, IO_SRC], { stdio: 'inherit' });
 }
 
+const MIN_OBJECT = join(ROOT, 'build/bpf-test/socklb_min.bpf.o');
+const MINIMAL = 'minimal connect4 prototype (issue 3; no record, no sockops)';
+
+/** The minimal prototype's map holds exactly services 0..count-1 (key {VIP, port}, 3 backends). */
+function programMinimal(map: BpfMap, had: number, count: number): number {
+  const key = (i: number, into: Buffer, at: number) => {
+    into.set(ipv4Bytes(vipOf(i)), at);
+    into.writeUInt16BE(80, at + 4);
+  };
+  if (had > count) {
+    const keys = Buffer.alloc(8 * (had - count));
+    for (let i = count; i < had; i++) key(i, keys, 8 * (i - count));
+    map.deleteBatch(keys, had - count);
+  }
+  const keys = Buffer.alloc(8 * count);
+  const values = Buffer.alloc(20 * count);
+  for (let i = 0; i < count; i++) {
+    key(i, keys, 8 * i);
+    BACKENDS.forEach((b, j) => {
+      values.set(ipv4Bytes(b), 20 * i + 4 * j);
+    });
+    values.writeUInt16BE(BPORT, 20 * i + 16);
+    values.writeUInt16LE(BACKENDS.length, 20 * i + 18);
+  }
+  map.updateBatch(keys, values, count);
+  return count;
+}
+
+const ipv4Bytes = (a: string): Buffer => Buffer.from(a.split('.').map(Number));
+
 const vipOf = (i: number): string => `10.96.${(i >> 8) & 255}.${i & 255}`;
 
 function services(count: number, backends = BACKENDS, port = BPORT): ServiceSpec[] {
@@ -128,9 +163,25 @@ interface Client {
 
 class Bench {
   private files = 0;
+  private rowCount = 0;
   /** Input files and FIFOs for the load generator and HAProxy; removed at the end. */
   readonly fileDir = mkdtempSync(join(tmpdir(), 'sluice-bench-lb-'));
+  /**
+   * Namespaces, backends and proxies of the current service count. Removed before the next count, so
+   * no count runs beside an earlier one's leftovers (its servers and proxies, and the ~0.5 M TIME_WAIT
+   * sockets its rows leave in the kernel's tables for a minute).
+   */
+  rows: Sandbox = this.freshRows();
   constructor(readonly box: Sandbox) {}
+
+  private freshRows(): Sandbox {
+    return createKernelSandbox(`bench-lb-rows${++this.rowCount}`, String(process.pid));
+  }
+
+  async nextRows(): Promise<void> {
+    await this.rows.cleanup();
+    this.rows = this.freshRows();
+  }
 
   file(text: string): string {
     const path = join(this.fileDir, String(++this.files));
@@ -146,7 +197,7 @@ class Bench {
 
   run<T>(ns: Netns, args: string[], cgroup?: Sandbox, timeoutMs = 120_000): Promise<T> {
     const argv = [IO_BIN, '--cpu', CLIENT_CPU, ...args];
-    const child = (cgroup ?? this.box).spawn(argv, { netns: ns, inCgroup: cgroup !== undefined });
+    const child = (cgroup ?? this.rows).spawn(argv, { netns: ns, inCgroup: cgroup !== undefined });
     return new Promise((resolve, reject) => {
       const out: Buffer[] = [];
       let err = '';
@@ -204,7 +255,7 @@ class Bench {
 
   async server(ns: Netns, port = BPORT, addr?: string): Promise<number> {
     const argv = [IO_BIN, '--cpu', SERVER_CPU, 'serve', String(port), ...(addr ? [addr] : [])];
-    const child = this.box.spawn(argv, { netns: ns });
+    const child = this.rows.spawn(argv, { netns: ns });
     await new Promise<void>((resolve, reject) => {
       const timer = setTimeout(() => reject(new Error('server not ready')), 10_000);
       child.stdout?.once('data', () => {
@@ -216,7 +267,7 @@ class Bench {
   }
 
   backendNetns(): Netns {
-    const ns = this.box.netns();
+    const ns = this.rows.netns();
     for (const b of BACKENDS) ns.addLoopbackAddress(`${b}/32`);
     // Netfilter NAT runs after the first route lookup, so the VIP range needs a route (kube-proxy nodes
     // have a default one). It points at lo inside this namespace: nothing can leave it.
@@ -374,6 +425,12 @@ async function main(): Promise<void> {
     globals: { lb_sock_storage: Buffer.from([0]) },
   });
   links.push(...bare.attach(bareBox.cgroupPath));
+  // Issue 3's minimal connect4 prototype (build/bpf-test/socklb_min.bpf.o) on a third cgroup: the
+  // mechanism's own cost, measured by the same method in the same run.
+  const minBox = createKernelSandbox('bench-lb-min', String(process.pid));
+  const minObject = bpf.loadObject(MIN_OBJECT);
+  links.push(minObject.program('lb_min_connect4').attachCgroup(minBox.cgroupPath));
+  let minCount = 0;
   const rows: Row[] = [];
   const programming: string[] = [];
   const hookCost: string[] = [];
@@ -392,6 +449,7 @@ async function main(): Promise<void> {
       const specs = services(count);
       const t0 = performance.now();
       const synced = await lb.datapath.sync(specs);
+      minCount = programMinimal(minObject.map('lb_min_services'), minCount, count);
       if (count === 10_000) {
         programming.push(
           `| sluice (batched map writes) | ${synced.effectiveMs.toFixed(1)} ms live (${(performance.now() - t0).toFixed(1)} ms with validation, diff and tables) |`,
@@ -442,6 +500,11 @@ async function main(): Promise<void> {
           kind === 'pingpong'
             ? bench.mix(kind, ns, box, directPingpong, vipPingpong)
             : bench.mix(kind, ns, box, directTargets, targets);
+      });
+      await compare(MINIMAL, NO_HOOKS, async () => {
+        const ns = await bench.served();
+        const vip: Client = { ns, cgroup: minBox, targets, pingpong: vipPingpong };
+        return (kind, session) => bench.lockstep(kind, direct(ns), vip, session);
       });
       await compare(
         'sluice socket-LB without the per-socket record (measurement only)',
@@ -509,7 +572,7 @@ async function main(): Promise<void> {
         const ns = await bench.served();
         const base = 20_000;
         const cfg = bench.file(haproxyConfig(count, base));
-        box.spawn(['taskset', '-c', SERVER_CPU, 'haproxy', '-db', '-f', cfg], { netns: ns });
+        bench.rows.spawn(['taskset', '-c', SERVER_CPU, 'haproxy', '-db', '-f', cfg], { netns: ns });
         await sleep(count > 1000 ? 3000 : 800);
         const hTargets = bench.file(
           targetLines(count)
@@ -536,12 +599,22 @@ async function main(): Promise<void> {
         let translated = 0n;
         let reached = 0;
         for (const service of state.services.values()) {
-          const connects = readServiceCounters(lb.maps, service.id).connects;
+          const connects = readServiceCounters(
+            lb.maps,
+            service.id,
+            [...service.members.values()].map((m) => m.id),
+          ).connects;
           translated += connects;
           if (connects > 0n) reached++;
         }
+        // Records still held once the rows' connections are closed (TIME_WAIT holds none): a leak would
+        // push later sockets into socket storage, the slow path.
+        const held = lb.sockLb
+          .map(LbMaps.sockTable)
+          .lookupBatch()
+          .values.filter((v) => v.readBigUInt64LE(0) !== 0n).length;
         evidence.push(
-          `${count} services: ${lb.maps.services.lookupBatch().keys.length} in the service map, ${translated} connects translated by the hooks, to ${reached} distinct services`,
+          `${count} services: ${lb.maps.services.lookupBatch().keys.length} in the service map, ${translated} connects translated by the hooks, to ${reached} distinct services, ${held} socket-table entries still held afterwards`,
         );
       }
       for (const [i, c] of comparisons.entries()) {
@@ -654,8 +727,9 @@ async function main(): Promise<void> {
           );
         }
       }
-      // back to empty for the next count
+      // back to empty for the next count, on a machine without this count's namespaces and processes
       await lb.datapath.sync([]);
+      await bench.nextRows();
     }
 
     // failed connects seen by a client loop when a backend dies
@@ -714,7 +788,10 @@ async function main(): Promise<void> {
   } finally {
     for (const link of links) link.close();
     bare.close();
+    minObject.close();
     lb.close();
+    await bench.rows.cleanup();
+    await minBox.cleanup();
     await bareBox.cleanup();
     await box.cleanup();
     rmSync(bench.fileDir, { recursive: true, force: true });
@@ -739,18 +816,18 @@ async function main(): Promise<void> {
     table.push(`| ${count} | IPVS | not measured: this kernel has no ip_vs module | | | | | | |`);
   }
   const target = rows
-    .filter((r) => r.mode === 'sluice socket-LB' && r.services === 10_000 && r.rpc)
+    .filter((r) => (r.mode === 'sluice socket-LB' || r.mode === MINIMAL) && r.services === 10_000 && r.rpc)
     .map(
       (r) =>
-        `against ${r.against}: RPC ${r.rpc!.ratio.median.toFixed(3)}× (95% CI ${fmtCi(r.rpc!.ratio)}), ping-pong ${r.pp!.ratio.median.toFixed(3)}× (95% CI ${fmtCi(r.pp!.ratio)})`,
+        `${r.mode === MINIMAL ? 'the minimal prototype' : 'sluice'} against ${r.against}: RPC ${r.rpc!.ratio.median.toFixed(3)}× (95% CI ${fmtCi(r.rpc!.ratio)}), ping-pong ${r.pp!.ratio.median.toFixed(3)}× (95% CI ${fmtCi(r.pp!.ratio)})`,
     );
   const cpuModel = readFileSync('/proc/cpuinfo', 'utf8').match(/model name\s*:\s*(.*)/)?.[1] ?? 'unknown CPU';
   const section = [
     '## Socket-LB (bench/socket-lb.ts)',
     '',
-    `Run ${started.toISOString()}, kernel ${execFileSync('uname', ['-r'], { encoding: 'utf8' }).trim()}, ${cpuModel}, 2 vCPUs shared with other work (1-minute load average ${loadStart} at the start, ${loadEnd} at the end). Load generator and backend: bench/socket-lb-io.c, one connection at a time. RPC: connect, 64 B request, 64 B reply, close, cycling over 100 VIPs spread across all services (direct: over the 3 backends); ping-pong: 64 B round trips on one connection (to the middle service's VIP).`,
+    `Run ${started.toISOString()}, kernel ${execFileSync('uname', ['-r'], { encoding: 'utf8' }).trim()}, ${cpuModel}, 2 vCPUs shared with other work (1-minute load average ${loadStart} at the start, ${loadEnd} at the end). Load generator and backend: bench/socket-lb-io.c, one connection at a time. RPC: connect, 64 B request, 64 B reply, close, cycling over ${TARGETS} VIPs spread across all services (direct: over the 3 backends); ping-pong: 64 B round trips on one connection (to the middle service's VIP).`,
     '',
-    `Method: every row is **paired** with a reference client, the two alternating operation by operation so both see the same noise: two processes passing a token through FIFOs (lockstep; which goes first alternates between sessions), or one process alternating direct and VIP connects (mix, same hooked cgroup). ${SESSIONS} sessions per row (fresh client processes, interleaved with the other rows' sessions), each ${ROUNDS} rounds of ${ROUND_OPS.rpc} RPCs (${ROUND_OPS.pingpong} round trips) per side after a warm-up round: ${SESSIONS * ROUNDS} rounds. Each round gives the ratio of the two sides' medians; a cell is the median of those ratios (interquartile range), with a distribution-free 95% confidence interval of the median; p50 columns are over all measured operations. Clients, backends and HAProxy are pinned to CPU ${CLIENT_CPU}${CLIENT_CPU === SERVER_CPU ? '' : `/${SERVER_CPU}`} (with the backend on the other vCPU each request waits for an idle vCPU to wake and the A/A pair was biased by 2–3%). Every row has its own fresh network namespaces (no route out). The A/A rows pair two identical direct clients: how far from 1.000 each method itself strays.`,
+    `Method: every row is **paired** with a reference client, the two alternating operation by operation so both see the same noise: two processes passing a token through FIFOs (lockstep; which goes first alternates between sessions), or one process alternating direct and VIP connects (mix, same hooked cgroup). ${SESSIONS} sessions per row (fresh client processes, interleaved with the other rows' sessions), each ${ROUNDS} rounds of ${ROUND_OPS.rpc} RPCs (${ROUND_OPS.pingpong} round trips) per side after a warm-up round: ${SESSIONS * ROUNDS} rounds. Each round gives the ratio of the two sides' medians; a cell is the median of those ratios (interquartile range), with a distribution-free 95% confidence interval of the median; p50 columns are over all measured operations. Clients, backends and HAProxy are pinned to CPU ${CLIENT_CPU}${CLIENT_CPU === SERVER_CPU ? '' : `/${SERVER_CPU}`} (with the backend on the other vCPU each request waits for an idle vCPU to wake and the A/A pair was biased by 2–3%). Every row has its own fresh network namespaces (no route out), removed with their servers and proxies before the next service count. The A/A rows pair two identical direct clients: how far from 1.000 each method itself strays.`,
     '',
     ...table,
     '',

@@ -14,6 +14,8 @@
 #include "lb.h"
 #include "lb_maps.h"
 #include "lb_select.h"
+#include "lb_eject.h"
+#include "lb_sock.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
@@ -25,18 +27,45 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 const volatile __u8 lb_sock_storage = 1;
 
 /*
+ * Where a translated socket goes. A view of either backend layout: lb_backend (the backend map) and
+ * lb_inline_backend (a slot inside an inline service record) both begin with these two fields.
+ */
+struct lb_target {
+	__u8 addr[16];
+	__be16 port;
+};
+_Static_assert(__builtin_offsetof(struct lb_backend, port) ==
+		   __builtin_offsetof(struct lb_target, port),
+	       "lb_backend must begin like lb_target");
+_Static_assert(__builtin_offsetof(struct lb_inline_backend, port) ==
+		   __builtin_offsetof(struct lb_target, port),
+	       "lb_inline_backend must begin like lb_target");
+
+/* The inline slot holding backend_id, or NULL (an affinity pick may be outside the live slots). */
+static __always_inline const struct lb_target *lb_inline_target(const struct lb_service *svc,
+								__u32 backend_id)
+{
+#pragma unroll
+	for (__u32 k = 0; k < LB_INLINE_BACKENDS; k++) {
+		if (k < svc->slot_count && svc->inline_slots[k].id == backend_id)
+			return (const struct lb_target *)&svc->inline_slots[k];
+	}
+	return 0;
+}
+
+/*
  * Picks the backend for the service behind key. Returns its id, -ENOENT when key is no service,
- * -ECONNREFUSED when the service has no usable backend. *backend_out is the backend's map value.
+ * -ECONNREFUSED when the service has no usable backend. *target_out is where it is.
  */
 static __always_inline int lb_translate(void *ctx, const struct lb_service_key *key,
-					__u32 *service_id, struct lb_backend **backend_out)
+					__u32 *service_id, const struct lb_target **target_out)
 {
-	struct lb_backend *backend;
+	const struct lb_target *target = 0;
 	struct lb_service *svc;
 	__u64 now = 0, cookie = 0;
 	__u32 backend_id = 0;
 
-	svc = bpf_map_lookup_elem(&sluice_lb_services_v1, key);
+	svc = bpf_map_lookup_elem(&sluice_lb_services_v2, key);
 	if (!svc)
 		return -ENOENT;
 	*service_id = svc->id;
@@ -54,14 +83,17 @@ static __always_inline int lb_translate(void *ctx, const struct lb_service_key *
 	}
 	if (!backend_id)
 		goto refuse;
-	backend = bpf_map_lookup_elem(&sluice_lb_backends_v1, &backend_id);
-	if (!backend)
+	if (svc->flags & LB_SVC_F_INLINE)
+		target = lb_inline_target(svc, backend_id);
+	if (!target)
+		target = bpf_map_lookup_elem(&sluice_lb_backends_v1, &backend_id);
+	if (!target)
 		goto refuse;
 	/* An IPv4 VIP only has IPv4 backends and an IPv6 VIP only IPv6 ones (the agent checks). */
-	if (lb_addr_is_v4(backend->addr) != lb_addr_is_v4(key->addr))
+	if (lb_addr_is_v4(target->addr) != lb_addr_is_v4(key->addr))
 		goto refuse;
-	lb_count_connect(svc->id, backend_id);
-	*backend_out = backend;
+	lb_count_connect(backend_id);
+	*target_out = target;
 	return backend_id;
 refuse:
 	lb_count_no_backend(svc->id);
@@ -78,7 +110,8 @@ static __always_inline void lb_sock_remember(struct bpf_sock_addr *ctx,
 
 	if (!sk)
 		return;
-	sock = bpf_sk_storage_get(&sluice_lb_sock_v1, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+	/* Only a UDP socket connects again while it holds a record (TCP gets one connect). */
+	sock = lb_sock_claim(sk, bpf_get_socket_cookie(ctx), key->proto == IPPROTO_UDP);
 	if (!sock)
 		return;
 	lb_addr_copy(sock->addr, key->addr);
@@ -94,6 +127,7 @@ static __always_inline void lb_sock_forget(struct bpf_sock_addr *ctx)
 {
 	struct bpf_sock *sk = ctx->sk;
 
+	lb_sock_release(bpf_get_socket_cookie(ctx));
 	if (sk)
 		bpf_sk_storage_delete(&sluice_lb_sock_v1, sk);
 }
@@ -101,7 +135,7 @@ static __always_inline void lb_sock_forget(struct bpf_sock_addr *ctx)
 /* Remembers, for UDP replies, which VIP this socket reached a backend through. */
 static __always_inline void lb_revnat_put(struct bpf_sock_addr *ctx,
 					  const struct lb_service_key *key,
-					  const struct lb_backend *backend)
+					  const struct lb_target *backend)
 {
 	struct lb_revnat_key rkey = {};
 	struct lb_revnat value = {};
@@ -125,7 +159,7 @@ enum lb_hook {
 
 /* Common part of connect and sendmsg: 1 allow (translated or not ours), 0 refuse (errno set). */
 static __always_inline int lb_sock_addr(struct bpf_sock_addr *ctx, struct lb_service_key *key,
-					enum lb_hook hook, struct lb_backend **backend)
+					enum lb_hook hook, const struct lb_target **backend)
 {
 	__u32 service_id = 0;
 	int backend_id;
@@ -153,7 +187,7 @@ static __always_inline int lb_sock_addr(struct bpf_sock_addr *ctx, struct lb_ser
 static __always_inline int lb_sock_addr4(struct bpf_sock_addr *ctx, enum lb_hook hook)
 {
 	struct lb_service_key key __attribute__((aligned(8))) = {};
-	struct lb_backend *backend = 0;
+	const struct lb_target *backend = 0;
 	__u32 port = ctx->user_port;
 	int verdict;
 
@@ -171,7 +205,7 @@ static __always_inline int lb_sock_addr4(struct bpf_sock_addr *ctx, enum lb_hook
 static __always_inline int lb_sock_addr6(struct bpf_sock_addr *ctx, enum lb_hook hook)
 {
 	struct lb_service_key key __attribute__((aligned(8))) = {};
-	struct lb_backend *backend = 0;
+	const struct lb_target *backend = 0;
 	__u32 *w = (__u32 *)key.addr;
 	__u32 port = ctx->user_port;
 	int verdict;
@@ -272,11 +306,7 @@ int sluice_recvmsg6(struct bpf_sock_addr *ctx)
 
 static __always_inline struct lb_sock *lb_sock_get(struct bpf_sock_addr *ctx)
 {
-	struct bpf_sock *sk = ctx->sk;
-
-	if (!sk)
-		return 0;
-	return bpf_sk_storage_get(&sluice_lb_sock_v1, sk, 0, 0);
+	return lb_sock_find(ctx->sk, bpf_get_socket_cookie(ctx));
 }
 
 SEC("cgroup/getpeername4")
@@ -305,5 +335,34 @@ int sluice_getpeername6(struct bpf_sock_addr *ctx)
 		ctx->user_ip6[3] = v[3];
 		ctx->user_port = sock->port;
 	}
+	return 1;
+}
+
+/*
+ * The end of a socket's record, when the application closes it. A TCP connect still in flight ends
+ * in sockops instead (SYN_SENT -> CLOSE counts a failure there); an established connection stops
+ * counting as active here, whatever state TCP is in.
+ */
+SEC("cgroup/sock_release")
+int sluice_sock_release(struct bpf_sock *sk)
+{
+	struct lb_sock_slot *slot;
+	struct lb_sock *sock;
+	__u64 cookie;
+
+	if (sk->protocol != IPPROTO_TCP && sk->protocol != IPPROTO_UDP)
+		return 1;
+	if (sk->protocol == IPPROTO_TCP && sk->state == BPF_TCP_SYN_SENT)
+		return 1;
+	cookie = bpf_get_socket_cookie(sk);
+	slot = lb_sock_slot_find(cookie);
+	if (sk->protocol == IPPROTO_TCP) {
+		sock = slot ? &slot->sock : bpf_sk_storage_get(&sluice_lb_sock_v1, sk, 0, 0);
+		if (sock && (sock->flags & LB_SOCK_F_ACTIVE))
+			lb_connection_closed(sock);
+	}
+	/* A UDP socket connected to several VIPs in turn holds one entry: the one found. */
+	if (slot)
+		slot->cookie = 0;
 	return 1;
 }

@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
 /*
  * Stale-socket reaper: a UDP socket iterator that destroys connected UDP sockets whose backend
- * (recorded in their lb_sock storage at connect time) has left its service, so an application such
+ * (recorded in their lb_sock record at connect time) has left its service, so an application such
  * as a DNS client gets an error and reconnects through the VIP to a live backend instead of talking
  * to a dead one. bpf_sock_destroy() needs kernel 6.5+; the agent loads this object separately and
  * logs a fallback when the load fails. Each destroyed socket writes one line "<backend id>\n" to
@@ -13,6 +13,7 @@
 
 #include "lb.h"
 #include "lb_maps.h"
+#include "lb_sock.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
@@ -35,7 +36,7 @@ int sluice_reap_udp(struct bpf_iter__udp *ctx)
 	sk = (struct sock *)udp;
 	if (sk->__sk_common.skc_state != LB_TCP_ESTABLISHED)
 		return 0;
-	sock = bpf_sk_storage_get(&sluice_lb_sock_v1, sk, 0, 0);
+	sock = lb_sock_find(sk, bpf_get_socket_cookie(sk));
 	if (!sock || !sock->backend_id)
 		return 0;
 	backend_id = sock->backend_id;
@@ -66,7 +67,7 @@ int sluice_reap_tcp(struct bpf_iter__tcp *ctx)
 	tp = bpf_skc_to_tcp_sock(skc);
 	if (!tp)
 		return 0;
-	sock = bpf_sk_storage_get(&sluice_lb_sock_v1, (struct sock *)tp, 0, 0);
+	sock = lb_sock_find(tp, bpf_get_socket_cookie(tp));
 	if (!sock || !sock->backend_id)
 		return 0;
 	backend_id = sock->backend_id;

@@ -2,7 +2,7 @@
  * Codecs for the socket-LB ABI (bpf/include/lb.h). test/bpf/abi-btf.test.ts checks each against the BTF
  * of the built objects. Addresses are 16 bytes (IPv4 as v4-mapped, see ip.ts); ports are network order.
  */
-import { be16, bytes, defineStruct, i64, u8, u16, u32, u64 } from './codec';
+import { array, be16, bytes, defineStruct, i64, u8, u16, u32, u64 } from './codec';
 
 /** Slot key index bits (LB_SLOT_*): which half of the double-buffered table, and the member list. */
 export const LB_SLOT_GEN_BIT = 0x8000_0000;
@@ -23,6 +23,10 @@ export const LB_SVC_F_AFFINITY = 0x01;
 export const LB_SVC_F_NODE_LOCAL = 0x02;
 /** The slots are the member list (one slot per member, in order): no separate member entries. */
 export const LB_SVC_F_MEMBERS_ARE_SLOTS = 0x04;
+/** The live slots are in the record itself (inline_slots): connect() reads nothing else to choose. */
+export const LB_SVC_F_INLINE = 0x08;
+/** Slots a service record carries (LB_INLINE_BACKENDS): unweighted services of up to this many. */
+export const LB_INLINE_BACKENDS = 4;
 
 /** lb_backend.state (LB_BACKEND_*). */
 export const LB_BACKEND_ACTIVE = 1;
@@ -41,6 +45,13 @@ export const ServiceKeyCodec = defineStruct('lb_service_key', [
   ['pad', u8],
 ]);
 
+export const InlineBackendCodec = defineStruct('lb_inline_backend', [
+  ['addr', bytes(16)],
+  ['port', be16],
+  ['pad', u16],
+  ['id', u32],
+]);
+
 export const ServiceCodec = defineStruct('lb_service', [
   ['id', u32],
   ['algorithm', u8],
@@ -54,6 +65,7 @@ export const ServiceCodec = defineStruct('lb_service', [
   ['pad', u16],
   ['eject_base_ms', u32],
   ['eject_max_ms', u32],
+  ['inline_slots', array(InlineBackendCodec, LB_INLINE_BACKENDS)],
 ]);
 
 export const BackendCodec = defineStruct('lb_backend', [
@@ -76,17 +88,18 @@ export const BackendStateCodec = defineStruct('lb_backend_state', [
   ['active', i64],
   ['consecutive_fails', u32],
   ['consecutive_ejects', u32],
-]);
-
-export const BackendStatsCodec = defineStruct('lb_backend_stats', [
+  ['service_id', u32],
+  ['pad', u32],
   ['connects', u64],
-  ['connect_failures', u64],
-  ['ejections', u64],
   ['closed', u64],
 ]);
 
+export const BackendStatsCodec = defineStruct('lb_backend_stats', [
+  ['connect_failures', u64],
+  ['ejections', u64],
+]);
+
 export const ServiceStatsCodec = defineStruct('lb_service_stats', [
-  ['connects', u64],
   ['connect_failures', u64],
   ['no_backend', u64],
   ['ejections', u64],
@@ -101,6 +114,15 @@ export const SockCodec = defineStruct('lb_sock', [
   ['service_id', u32],
   ['backend_id', u32],
 ]);
+
+/** A socket-table entry: the owner's cookie (0 = free) and its record. */
+export const SockSlotCodec = defineStruct('lb_sock_slot', [
+  ['cookie', u64],
+  ['sock', SockCodec],
+]);
+
+/** Entries of the socket table (LB_SOCK_TABLE_SIZE in bpf/include/lb.h; fixed, not a setting). */
+export const LB_SOCK_TABLE_SIZE = 131_072;
 
 export const AffinityKeyCodec = defineStruct('lb_affinity_key', [
   ['netns_cookie', u64],
@@ -129,15 +151,31 @@ export const RevnatCodec = defineStruct('lb_revnat', [
 
 /** Pinned map names (bpf/lib/lb_maps.h). */
 export const LbMaps = {
-  services: 'sluice_lb_services_v1',
+  services: 'sluice_lb_services_v2',
   backends: 'sluice_lb_backends_v1',
   slots: 'sluice_lb_slots_v1',
-  backendState: 'sluice_lb_backend_state_v1',
-  backendStats: 'sluice_lb_backend_stats_v1',
-  serviceStats: 'sluice_lb_service_stats_v1',
+  backendState: 'sluice_lb_backend_state_v2',
+  backendStats: 'sluice_lb_backend_stats_v2',
+  serviceStats: 'sluice_lb_service_stats_v2',
+  sockTable: 'sluice_lb_sock_table_v1',
   sock: 'sluice_lb_sock_v1',
   affinity: 'sluice_lb_affinity_v1',
   udpRevnat: 'sluice_lb_udp_revnat_v1',
+} as const;
+
+/**
+ * Pins of earlier layouts. A starting agent copies what they hold into their successors before its
+ * programs replace the old ones (agent/datapath/migrate.ts), then removes them.
+ */
+export const LbRetiredMaps = {
+  /** lb_service without inline_slots, preallocated */
+  servicesV1: 'sluice_lb_services_v1',
+  /** lb_backend_state without service_id, connects, closed */
+  backendStateV1: 'sluice_lb_backend_state_v1',
+  /** per-CPU {connects, connect_failures, ejections, closed} */
+  backendStatsV1: 'sluice_lb_backend_stats_v1',
+  /** per-CPU {connects, connect_failures, no_backend, ejections, rr_cursor} */
+  serviceStatsV1: 'sluice_lb_service_stats_v1',
 } as const;
 
 /**

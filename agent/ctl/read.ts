@@ -183,7 +183,7 @@ export function readDataplane(bpf: NativeBpf, bpffs: string, options: ReadOption
         consecutiveFailures: st?.consecutive_fails ?? 0,
         consecutiveEjections: st?.consecutive_ejects ?? 0,
         activeConnections: Number(st?.active ?? 0n),
-        connects: Number(stats.connects ?? 0n),
+        connects: Number(st?.connects ?? 0n),
         connectFailures: Number(stats.connect_failures ?? 0n),
         ejections: Number(stats.ejections ?? 0n),
       };
@@ -213,7 +213,8 @@ export function readDataplane(bpf: NativeBpf, bpffs: string, options: ReadOption
         ejectBaseMs: s.eject_base_ms,
         maxEjectPercent: s.max_eject_pct,
         slots: s.slot_count,
-        connects: Number(stats.connects ?? 0n),
+        // the kernel counts connects per backend: a service's are its backends'
+        connects: (byService.get(s.id) ?? []).reduce((sum, b) => sum + b.connects, 0),
         connectFailures: Number(stats.connect_failures ?? 0n),
         noBackend: Number(stats.no_backend ?? 0n),
         ejections: Number(stats.ejections ?? 0n),

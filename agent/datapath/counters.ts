@@ -52,27 +52,40 @@ function sumPerCpu<T extends Record<string, unknown>>(
 
 export function readBackendCounters(maps: LbMapSet, id: number): BackendCounters {
   const perCpu = sumPerCpu(maps.backendStats.lookupPerCpu(u32Key(id)), (b) => BackendStatsCodec.decode(b));
-  const sum = (field: 'connects' | 'connect_failures' | 'ejections' | 'closed'): bigint =>
+  const sum = (field: 'connect_failures' | 'ejections'): bigint =>
     perCpu.reduce((acc, v) => acc + v[field], 0n);
   const rawState = maps.backendState.lookup(u32Key(id));
   const state = rawState ? BackendStateCodec.decode(rawState) : undefined;
   return {
-    connects: sum('connects'),
+    connects: state?.connects ?? 0n,
     connectFailures: sum('connect_failures'),
     ejections: sum('ejections'),
-    closed: sum('closed'),
+    closed: state?.closed ?? 0n,
     active: state?.active ?? 0n,
     consecutiveFailures: state?.consecutive_fails ?? 0,
     ejectedUntilNs: state?.ejected_until_ns ?? 0n,
   };
 }
 
-export function readServiceCounters(maps: LbMapSet, id: number): ServiceCounters {
+/**
+ * A service's counters. Its connects are the sum of its backends' (the kernel counts them once, per
+ * backend): pass the ids of its members; a removed member's connects leave the sum with it.
+ */
+export function readServiceCounters(
+  maps: LbMapSet,
+  id: number,
+  memberIds: readonly number[],
+): ServiceCounters {
   const perCpu = sumPerCpu(maps.serviceStats.lookupPerCpu(u32Key(id)), (b) => ServiceStatsCodec.decode(b));
-  const sum = (field: 'connects' | 'connect_failures' | 'no_backend' | 'ejections'): bigint =>
+  const sum = (field: 'connect_failures' | 'no_backend' | 'ejections'): bigint =>
     perCpu.reduce((acc, v) => acc + v[field], 0n);
+  let connects = 0n;
+  for (const memberId of memberIds) {
+    const raw = maps.backendState.lookup(u32Key(memberId));
+    if (raw) connects += BackendStateCodec.decode(raw).connects;
+  }
   return {
-    connects: sum('connects'),
+    connects,
     connectFailures: sum('connect_failures'),
     noBackend: sum('no_backend'),
     ejections: sum('ejections'),
@@ -84,7 +97,11 @@ export function readCounters(maps: LbMapSet, state: DatapathState): ServiceCount
   return [...state.services.values()].map((service) => ({
     service: service.keyString,
     id: service.id,
-    counters: readServiceCounters(maps, service.id),
+    counters: readServiceCounters(
+      maps,
+      service.id,
+      [...service.members.values()].map((m) => m.id),
+    ),
     backends: [...service.members.values()].map((m) => ({
       address: m.address,
       port: m.port,

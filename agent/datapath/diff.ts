@@ -20,7 +20,13 @@
  * member list is not written twice: the record carries LB_SVC_F_MEMBERS_ARE_SLOTS and readers use the
  * slots.
  */
-import { LB_SLOT_GEN_BIT, LB_SLOT_MEMBER_BIT, LB_SVC_F_MEMBERS_ARE_SLOTS } from '../abi/lb';
+import {
+  LB_INLINE_BACKENDS,
+  LB_SLOT_GEN_BIT,
+  LB_SLOT_MEMBER_BIT,
+  LB_SVC_F_INLINE,
+  LB_SVC_F_MEMBERS_ARE_SLOTS,
+} from '../abi/lb';
 import type { DesiredMember, DesiredState, ServiceConfig, ServiceKey } from './desired-state';
 import { LbCapacityError, type LbSettings } from './settings';
 import {
@@ -36,6 +42,8 @@ export interface BackendWrite {
   readonly id: number;
   readonly serviceId: number;
   readonly member: DesiredMember;
+  /** the id is new to the maps (its live state is written too, naming the service) */
+  readonly fresh: boolean;
 }
 
 /**
@@ -52,15 +60,26 @@ export interface TableWrite {
   readonly members: readonly number[];
 }
 
+/** A slot carried inside the service record: the backend and where it is. */
+export interface InlineSlot {
+  readonly id: number;
+  readonly addr: Buffer;
+  readonly port: number;
+}
+
+const NO_INLINE: readonly InlineSlot[] = [];
+
 export interface ServiceWrite {
   readonly key: ServiceKey;
   readonly id: number;
   readonly config: ServiceConfig;
-  /** config.flags plus the layout flag LB_SVC_F_MEMBERS_ARE_SLOTS. */
+  /** config.flags plus the layout flags LB_SVC_F_MEMBERS_ARE_SLOTS and LB_SVC_F_INLINE. */
   readonly flags: number;
   readonly generation: number;
   readonly slotCount: number;
   readonly backendCount: number;
+  /** the live slots, when the record carries them (LB_SVC_F_INLINE); else empty */
+  readonly inline: readonly InlineSlot[];
 }
 
 export interface DatapathPlan {
@@ -245,7 +264,7 @@ export function diffDatapath(
         summary.backendsAdded++;
       }
       if (!old || !sameMember(old, member)) {
-        backendWrites.push({ id, serviceId, member });
+        backendWrites.push({ id, serviceId, member, fresh: !old });
         membersChanged = true;
       }
       members.set(member.identity, {
@@ -303,7 +322,15 @@ export function diffDatapath(
       generation = half;
       memberEntries = newMemberEntries;
     }
-    const flags = want.config.flags | (membersAreSlots ? LB_SVC_F_MEMBERS_ARE_SLOTS : 0);
+    // A small unweighted table also rides in the record: connect() then reads nothing else to choose.
+    const inline: readonly InlineSlot[] =
+      membersAreSlots && slots.length <= LB_INLINE_BACKENDS
+        ? want.active.map((identity) => members.get(identity)!)
+        : NO_INLINE;
+    const flags =
+      want.config.flags |
+      (membersAreSlots ? LB_SVC_F_MEMBERS_ARE_SLOTS : 0) |
+      (inline.length > 0 ? LB_SVC_F_INLINE : 0);
     if (tableChanged || !have || !sameConfig(have.config, want.config)) {
       serviceWrites.push({
         key: want.key,
@@ -313,6 +340,7 @@ export function diffDatapath(
         generation,
         slotCount: slots.length,
         backendCount: activeIds.length,
+        inline,
       });
       if (have) summary.servicesChanged++;
       else summary.servicesAdded++;

@@ -6,7 +6,7 @@
 import { LbMaps } from '../abi/lb';
 
 export interface LbSettings {
-  /** services (VIP, port, protocol) the maps hold: sluice_lb_services_v1 max_entries. */
+  /** services (VIP, port, protocol) the maps hold: sluice_lb_services_v2 max_entries. */
   readonly maxServices: number;
   /** backends summed over all services: sluice_lb_backends_v1 max_entries. */
   readonly maxBackends: number;

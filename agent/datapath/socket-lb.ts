@@ -11,6 +11,7 @@ import { promisify } from 'node:util';
 import type { BpfLink, BpfObject, NativeBpf } from '../../native/types';
 import { SocketLbDatapath } from './datapath';
 import type { LbMapSet } from './lb-maps';
+import { migrateRetiredLbMaps } from './migrate';
 import { type LbSettings, lbMapMaxEntries } from './settings';
 import { createBpfDatapathWriter, lbMapSetFromObject } from './writer-bpf';
 
@@ -48,6 +49,7 @@ export const SOCK_LB_PROGRAMS = [
   'sluice_recvmsg6',
   'sluice_getpeername4',
   'sluice_getpeername6',
+  'sluice_sock_release',
 ] as const;
 
 let pinCounter = 0;
@@ -78,6 +80,7 @@ export class SocketLb {
     let sockops: BpfObject | undefined;
     let reaper: BpfObject | undefined;
     try {
+      migrateRetiredLbMaps(bpf, options.pinRoot, sockLb);
       sockops = bpf.loadObject(join(options.objectDir, 'sockops.bpf.o'), load);
       if (options.reaper !== false) {
         try {

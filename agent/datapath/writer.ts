@@ -10,9 +10,11 @@ import {
   BackendCodec,
   BackendStateCodec,
   BackendStatsCodec,
+  InlineBackendCodec,
   LB_SLOT_GEN_BIT,
   LB_SLOT_INDEX_MASK,
   LB_SLOT_MEMBER_BIT,
+  LB_SVC_F_INLINE,
   LB_SVC_F_MEMBERS_ARE_SLOTS,
   ServiceCodec,
   ServiceKeyCodec,
@@ -73,7 +75,13 @@ const SERVICE = offsets(ServiceCodec, [
   'eject_threshold',
   'eject_base_ms',
   'eject_max_ms',
+  'inline_slots',
 ]);
+const INLINE = offsets(InlineBackendCodec, ['addr', 'port', 'id']);
+const STATE_SERVICE_ID = offsets(BackendStateCodec, ['service_id']).service_id;
+if (STATE_SERVICE_ID % 4 || BackendStateCodec.size % 4) {
+  throw new Error('lb_backend_state layout is no longer 4-byte aligned: update the writer');
+}
 
 const SLOT_KEY = offsets(SlotKeyCodec, ['service_id', 'index']);
 // The 32-bit views below need these fields and records 4-byte aligned.
@@ -222,7 +230,7 @@ export function restoreState(maps: LbMapSet): DatapathState {
       id: record.id,
       config: {
         algorithm: record.algorithm,
-        flags: record.flags & ~LB_SVC_F_MEMBERS_ARE_SLOTS,
+        flags: record.flags & ~(LB_SVC_F_MEMBERS_ARE_SLOTS | LB_SVC_F_INLINE),
         maxEjectPct: record.max_eject_pct,
         affinityTimeoutS: record.affinity_timeout_s,
         ejectThreshold: record.eject_threshold,
@@ -276,8 +284,21 @@ export class MapDatapathWriter implements DatapathWriter {
     const { maps } = this;
     applyIds(this.current.ids, plan.ids, 'allocate');
 
-    // 1. backends (new ids have zero live state and counters: zeroed when last freed)
+    // 1. backends. A new id's live state and counters are zero (zeroed when last freed); its state
+    // names its service first, so sockops counts the member's connections from its first connect.
     const backends = plan.backendWrites;
+    let fresh = 0;
+    for (const w of backends) if (w.fresh) fresh++;
+    const stateIds = words(fresh * 4);
+    const states = words(fresh * BackendStateCodec.size);
+    for (let i = 0, k = 0; i < backends.length; i++) {
+      const w = backends[i]!;
+      if (!w.fresh) continue;
+      stateIds.u32[k] = w.id;
+      states.u32[(k * BackendStateCodec.size + STATE_SERVICE_ID) >> 2] = w.serviceId;
+      k++;
+    }
+    updateAll(maps.backendState, stateIds.buf, states.buf, fresh);
     const backendIds = words(backends.length * 4);
     const backendValues = words(backends.length * BackendCodec.size);
     for (let i = 0, at = 0; i < backends.length; i++, at += BackendCodec.size) {
@@ -333,6 +354,13 @@ export class MapDatapathWriter implements DatapathWriter {
         buf.writeUInt16LE(c.ejectThreshold, at + SERVICE.eject_threshold);
         buf.writeUInt32LE(c.ejectBaseMs, at + SERVICE.eject_base_ms);
         buf.writeUInt32LE(c.ejectMaxMs, at + SERVICE.eject_max_ms);
+        for (let k = 0; k < w.inline.length; k++) {
+          const slot = w.inline[k]!;
+          const base = at + SERVICE.inline_slots + k * InlineBackendCodec.size;
+          buf.set(slot.addr, base + INLINE.addr);
+          buf.writeUInt16BE(slot.port, base + INLINE.port);
+          buf.writeUInt32LE(slot.id, base + INLINE.id);
+        }
       }),
       services.length,
     );

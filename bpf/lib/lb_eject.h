@@ -38,7 +38,7 @@ static long lb_eject_scan_step(__u32 i, void *data)
 	backend_id = lb_slot_get(scan->service_id, scan->half | i);
 	if (!backend_id)
 		return 0;
-	state = bpf_map_lookup_elem(&sluice_lb_backend_state_v1, &backend_id);
+	state = bpf_map_lookup_elem(&sluice_lb_backend_state_v2, &backend_id);
 	if (!state || state->ejected_until_ns <= scan->now)
 		return 0;
 	ejected = bpf_map_lookup_elem(&lb_eject_count, &zero);
@@ -79,7 +79,7 @@ static __always_inline struct lb_service *lb_sock_service(struct lb_sock *sock)
 	lb_addr_copy(key.addr, sock->addr);
 	key.port = sock->port;
 	key.proto = sock->proto;
-	svc = bpf_map_lookup_elem(&sluice_lb_services_v1, &key);
+	svc = bpf_map_lookup_elem(&sluice_lb_services_v2, &key);
 	if (!svc || svc->id != sock->service_id)
 		return 0;
 	return svc;
@@ -93,23 +93,19 @@ static __always_inline void lb_connect_failed(struct lb_sock *sock)
 	struct lb_backend_state *state;
 	__u32 backend_id = sock->backend_id;
 	__u32 service_id = sock->service_id;
-	struct lb_backend *backend;
 	struct lb_service *svc;
 	__u64 now, duration;
 	__u32 fails, ejects;
 
-	be_stats = bpf_map_lookup_elem(&sluice_lb_backend_stats_v1, &backend_id);
+	be_stats = bpf_map_lookup_elem(&sluice_lb_backend_stats_v2, &backend_id);
 	if (be_stats)
 		be_stats->connect_failures++;
-	svc_stats = bpf_map_lookup_elem(&sluice_lb_service_stats_v1, &service_id);
+	svc_stats = bpf_map_lookup_elem(&sluice_lb_service_stats_v2, &service_id);
 	if (svc_stats)
 		svc_stats->connect_failures++;
-	backend = bpf_map_lookup_elem(&sluice_lb_backends_v1, &backend_id);
-	if (!backend || backend->service_id != service_id)
+	state = bpf_map_lookup_elem(&sluice_lb_backend_state_v2, &backend_id);
+	if (!state || state->service_id != service_id)
 		return; /* left the service (its id may be free or reused) */
-	state = bpf_map_lookup_elem(&sluice_lb_backend_state_v1, &backend_id);
-	if (!state)
-		return;
 	__sync_fetch_and_add(&state->consecutive_fails, 1);
 	fails = *(volatile __u32 *)&state->consecutive_fails;
 	svc = lb_sock_service(sock);
@@ -141,8 +137,8 @@ static __always_inline void lb_connect_established(struct lb_sock *sock)
 	struct lb_service *svc;
 	__u64 now;
 
-	state = bpf_map_lookup_elem(&sluice_lb_backend_state_v1, &backend_id);
-	if (!state)
+	state = bpf_map_lookup_elem(&sluice_lb_backend_state_v2, &backend_id);
+	if (!state || state->service_id != sock->service_id)
 		return;
 	__sync_fetch_and_add(&state->active, 1);
 	sock->flags |= LB_SOCK_F_ACTIVE;
@@ -163,22 +159,16 @@ static __always_inline void lb_connect_established(struct lb_sock *sock)
 /* An established connection to the socket's backend closed. */
 static __always_inline void lb_connection_closed(struct lb_sock *sock)
 {
-	struct lb_backend_stats *be_stats;
 	struct lb_backend_state *state;
 	__u32 backend_id = sock->backend_id;
-	struct lb_backend *backend;
 
 	sock->flags &= ~LB_SOCK_F_ACTIVE;
 	/* A backend id freed (maybe reused) since the connect is no longer this socket's. */
-	backend = bpf_map_lookup_elem(&sluice_lb_backends_v1, &backend_id);
-	if (!backend || backend->service_id != sock->service_id)
+	state = bpf_map_lookup_elem(&sluice_lb_backend_state_v2, &backend_id);
+	if (!state || state->service_id != sock->service_id)
 		return;
-	state = bpf_map_lookup_elem(&sluice_lb_backend_state_v1, &backend_id);
-	if (state)
-		__sync_fetch_and_add(&state->active, -1);
-	be_stats = bpf_map_lookup_elem(&sluice_lb_backend_stats_v1, &backend_id);
-	if (be_stats)
-		be_stats->closed++;
+	__sync_fetch_and_add(&state->active, -1);
+	__sync_fetch_and_add(&state->closed, 1);
 }
 
 #endif /* SLUICE_LB_EJECT_H */

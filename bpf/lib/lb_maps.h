@@ -11,14 +11,19 @@
 /* BPF_F_NO_PREALLOC, spelled out so the header also works under vmlinux.h. */
 #define LB_MAP_F_NO_PREALLOC 1
 
-/* Services by {VIP, port, protocol}: the connect()-time lookup. */
+/*
+ * Services by {VIP, port, protocol}: the connect()-time lookup. Not preallocated: an update links a
+ * new element and frees the old one after an RCU grace period, so a connect() that found a record
+ * reads it whole (a preallocated map hands the old element to the next update at once).
+ */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, LB_MAX_SERVICES);
+	__uint(map_flags, LB_MAP_F_NO_PREALLOC);
 	__type(key, struct lb_service_key);
 	__type(value, struct lb_service);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
-} sluice_lb_services_v1 SEC(".maps");
+} sluice_lb_services_v2 SEC(".maps");
 
 /* Backends (service members) by backend id. */
 struct {
@@ -47,7 +52,7 @@ struct {
 	__type(key, __u32);
 	__type(value, struct lb_backend_state);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
-} sluice_lb_backend_state_v1 SEC(".maps");
+} sluice_lb_backend_state_v2 SEC(".maps");
 
 /* Per-CPU counters per backend id. */
 struct {
@@ -56,7 +61,7 @@ struct {
 	__type(key, __u32);
 	__type(value, struct lb_backend_stats);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
-} sluice_lb_backend_stats_v1 SEC(".maps");
+} sluice_lb_backend_stats_v2 SEC(".maps");
 
 /* Per-CPU counters (and the round-robin cursor) per service id. */
 struct {
@@ -65,10 +70,22 @@ struct {
 	__type(key, __u32);
 	__type(value, struct lb_service_stats);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
-} sluice_lb_service_stats_v1 SEC(".maps");
+} sluice_lb_service_stats_v2 SEC(".maps");
 
-/* Per-socket VIP and backend (freed with the socket): getpeername, sockops and the reaper read it.
+/*
+ * Per-socket VIP and backend of live translated sockets, by socket cookie (bpf/lib/lb_sock.h).
+ * Cookies are handed out in sequence, so consecutive connects use neighbouring entries: a record
+ * costs no allocation and stays in warm memory.
  */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, LB_SOCK_TABLE_SIZE);
+	__type(key, __u32);
+	__type(value, struct lb_sock_slot);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} sluice_lb_sock_table_v1 SEC(".maps");
+
+/* Overflow of the socket table (freed with the socket): the records that found no free entry. */
 struct {
 	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
 	__uint(map_flags, LB_MAP_F_NO_PREALLOC);

@@ -78,13 +78,25 @@ static __always_inline __u32 lb_slot_get(__u32 service_id, __u32 index)
 	return backend_id ? *backend_id : 0;
 }
 
+/*
+ * Slot `pos` of the live table (member `pos` when the members are the slots): from the record
+ * itself when the service is inline, else from the slot map (`half` carries the half and member
+ * bits).
+ */
+static __always_inline __u32 lb_live_slot(const struct lb_service *svc, __u32 half, __u32 pos)
+{
+	if (svc->flags & LB_SVC_F_INLINE)
+		return svc->inline_slots[pos & (LB_INLINE_BACKENDS - 1)].id;
+	return lb_slot_get(svc->id, half | pos);
+}
+
 /* True when selection may use the backend now; *now is read lazily (only for ejected backends). */
 static __always_inline int lb_backend_usable(__u32 backend_id, __u64 *now)
 {
 	struct lb_backend_state *state;
 	__u64 until;
 
-	state = bpf_map_lookup_elem(&sluice_lb_backend_state_v1, &backend_id);
+	state = bpf_map_lookup_elem(&sluice_lb_backend_state_v2, &backend_id);
 	if (!state)
 		return 0;
 	until = *(volatile __u64 *)&state->ejected_until_ns;
@@ -99,7 +111,7 @@ static __always_inline __s64 lb_backend_active(__u32 backend_id)
 {
 	struct lb_backend_state *state;
 
-	state = bpf_map_lookup_elem(&sluice_lb_backend_state_v1, &backend_id);
+	state = bpf_map_lookup_elem(&sluice_lb_backend_state_v2, &backend_id);
 	return state ? *(volatile __s64 *)&state->active : 0;
 }
 
@@ -136,12 +148,23 @@ static long lb_probe_step(__u32 i, void *data)
 static __always_inline __u32 lb_slot_usable(const struct lb_service *svc, __u32 index, __u64 *now)
 {
 	__u32 half = svc->generation ? LB_SLOT_GEN_BIT : 0;
-	__u32 backend_id = lb_slot_get(svc->id, half | index);
+	__u32 backend_id = lb_live_slot(svc, half, index);
 	struct lb_probe_ctx probe = {};
-	__u32 steps;
+	__u32 steps, next;
 
 	if (!backend_id || lb_backend_usable(backend_id, now))
 		return backend_id;
+	if (svc->flags & LB_SVC_F_INLINE) {
+#pragma unroll
+		for (__u32 k = 1; k < LB_INLINE_BACKENDS; k++) {
+			if (k >= svc->slot_count)
+				break;
+			next = lb_live_slot(svc, half, (index + k) % svc->slot_count);
+			if (next && lb_backend_usable(next, now))
+				return next;
+		}
+		return backend_id;
+	}
 	probe.service_id = svc->id;
 	probe.half = half;
 	probe.start = index + 1;
@@ -166,8 +189,8 @@ static __always_inline __u32 lb_pick_least_conn(const struct lb_service *svc, __
 		return 0;
 	a = bpf_get_prandom_u32() % n;
 	b = n > 1 ? (a + 1 + bpf_get_prandom_u32() % (n - 1)) % n : a;
-	first = lb_slot_get(svc->id, half | a);
-	second = lb_slot_get(svc->id, half | b);
+	first = lb_live_slot(svc, half, a);
+	second = lb_live_slot(svc, half, b);
 	if (!first || !lb_backend_usable(first, now))
 		return second && lb_backend_usable(second, now) ? second : 0;
 	if (!second || second == first || !lb_backend_usable(second, now))
@@ -186,7 +209,7 @@ static __always_inline __u32 lb_pick(const struct lb_service *svc, __u64 *now)
 		return 0;
 	switch (svc->algorithm) {
 	case LB_ALG_ROUND_ROBIN:
-		stats = bpf_map_lookup_elem(&sluice_lb_service_stats_v1, &service_id);
+		stats = bpf_map_lookup_elem(&sluice_lb_service_stats_v2, &service_id);
 		if (stats)
 			index = stats->rr_cursor++ % n;
 		else
@@ -241,24 +264,21 @@ static __always_inline void lb_affinity_put(const struct lb_service *svc, __u64 
 	bpf_map_update_elem(&sluice_lb_affinity_v1, &key, &value, BPF_ANY);
 }
 
-static __always_inline void lb_count_connect(__u32 service_id, __u32 backend_id)
+/* One more connect to the backend (the service's connects are its backends'). */
+static __always_inline void lb_count_connect(__u32 backend_id)
 {
-	struct lb_service_stats *svc_stats;
-	struct lb_backend_stats *be_stats;
+	struct lb_backend_state *state;
 
-	svc_stats = bpf_map_lookup_elem(&sluice_lb_service_stats_v1, &service_id);
-	if (svc_stats)
-		svc_stats->connects++;
-	be_stats = bpf_map_lookup_elem(&sluice_lb_backend_stats_v1, &backend_id);
-	if (be_stats)
-		be_stats->connects++;
+	state = bpf_map_lookup_elem(&sluice_lb_backend_state_v2, &backend_id);
+	if (state)
+		__sync_fetch_and_add(&state->connects, 1);
 }
 
 static __always_inline void lb_count_no_backend(__u32 service_id)
 {
 	struct lb_service_stats *stats;
 
-	stats = bpf_map_lookup_elem(&sluice_lb_service_stats_v1, &service_id);
+	stats = bpf_map_lookup_elem(&sluice_lb_service_stats_v2, &service_id);
 	if (stats)
 		stats->no_backend++;
 }

@@ -71,7 +71,7 @@ const view: DataplaneView = {
   ],
   maps: [
     {
-      name: 'sluice_lb_services_v1',
+      name: 'sluice_lb_services_v2',
       pin: '/x',
       type: 'hash',
       keySize: 20,
@@ -98,7 +98,7 @@ describe('sluicectl tables', () => {
     expect(row('10.0.1.2:8080')).toContain('33.3%');
     expect(row('10.0.1.3:8080')).toContain('ejected 4.2s');
     expect(row('[fd00::4]:8080')).toContain('draining');
-    expect(renderFor('maps', view, false)).toMatch(/sluice_lb_services_v1.*65536.*0\.0%/);
+    expect(renderFor('maps', view, false)).toMatch(/sluice_lb_services_v2.*65536.*0\.0%/);
     expect(renderFor('status', view, false)).toContain('none (not installed)');
   });
 
@@ -147,7 +147,7 @@ describe('sluicectl tables', () => {
 describe('pin layout', () => {
   it('keeps maps, per-cgroup links and programs apart', () => {
     const layout = pinLayout('/sys/fs/bpf/sluice');
-    expect(layout.mapPin('sluice_lb_services_v1')).toBe('/sys/fs/bpf/sluice/maps/sluice_lb_services_v1');
+    expect(layout.mapPin('sluice_lb_services_v2')).toBe('/sys/fs/bpf/sluice/maps/sluice_lb_services_v2');
     expect(layout.linkPin(196n, 'sock_lb', 'sluice_connect4')).toBe(
       '/sys/fs/bpf/sluice/links/cg-196/sock_lb/sluice_connect4',
     );

@@ -73,6 +73,7 @@ function programService(installed: Installed, port: number): void {
       eject_threshold: 3,
       eject_base_ms: 5000,
       eject_max_ms: 300000,
+      inline_slots: [],
     }),
   );
 }
@@ -138,7 +139,7 @@ describePrivileged('agent pins', () => {
     expect(rows[0]?.connects).toBe(3);
     out.length = 0;
     expect(await sluicectl(['status', '--bpffs', sb.bpffsDir], io, () => bpf)).toBe(0);
-    expect(out.join('')).toMatch(/attached programs\s*│\s*9/);
+    expect(out.join('')).toMatch(/attached programs\s*│\s*10/);
     out.length = 0;
     expect(await sluicectl(['maps', '--json', '--bpffs', sb.bpffsDir], io, () => bpf)).toBe(0);
     const maps = JSON.parse(out.join('')) as Array<{

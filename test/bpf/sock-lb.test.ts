@@ -4,10 +4,22 @@
  * what getpeername()/recvfrom() showed. Every assertion rests on what the kernel did to a real socket.
  */
 import type { ChildProcess } from 'node:child_process';
-import { mkdirSync } from 'node:fs';
+import { existsSync, mkdirSync, rmSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { ipToBytes16 } from '../../agent/abi/ip';
+import {
+  BackendStateCodec,
+  IPPROTO_TCP,
+  LB_SOCK_TABLE_SIZE,
+  LB_SVC_F_INLINE,
+  LbMaps,
+  LbRetiredMaps,
+  ServiceCodec,
+  ServiceKeyCodec,
+  SockSlotCodec,
+} from '../../agent/abi/lb';
 import { readBackendCounters, readServiceCounters } from '../../agent/datapath/counters';
 import type { BackendSpec, ServiceSpec } from '../../agent/datapath/model';
 import { LbCapacityError, resolveLbSettings } from '../../agent/datapath/settings';
@@ -118,7 +130,7 @@ describePrivileged('socket-LB (cgroup hooks, real sockets)', () => {
       expect(draining.totals.codes).toEqual({ ECONNREFUSED: 3 });
       const udpEmpty = await runLbClient(box, ns, '10.96.0.20:53', { proto: 'udp', count: 2 });
       expect(udpEmpty.totals.codes).toEqual({ ECONNREFUSED: 2 });
-      expect(readServiceCounters(lb.maps, idOf('10.96.0.20', 80)).noBackend).toBe(5n);
+      expect(readServiceCounters(lb.maps, idOf('10.96.0.20', 80), []).noBackend).toBe(5n);
     });
 
     it('answers unconnected UDP from the VIP, and connected UDP shows the VIP as its peer', async () => {
@@ -356,6 +368,136 @@ describePrivileged('socket-LB (cgroup hooks, real sockets)', () => {
       expect(totals.codes).toEqual({});
     });
 
+    it('upgrades services pinned in the v1 layout: records carried over (inline where they qualify) before the programs switch', async () => {
+      const services = [
+        service('10.96.0.43', 80, [tcp('a'), tcp('b')]),
+        service('10.96.0.44', 80, [tcp('a', 1), tcp('b', 3)], { algorithm: 'weighted' }),
+        service('10.96.0.45', 80, NAMES.map((n) => tcp(n)).concat([{ address: DEAD[0]!, port: PORT }])),
+      ];
+      await lb.datapath.sync(services);
+      const current = lb.sockLb.map(LbMaps.services);
+      const written = current.lookupBatch();
+      const byKey = new Map(written.keys.map((k, i) => [k.toString('hex'), written.values[i]!]));
+      const inlineAt = ServiceCodec.fields.find((f) => f.name === 'inline_slots')!.offset;
+      const flagsAt = ServiceCodec.fields.find((f) => f.name === 'flags')!.offset;
+      const flagsOf = (vip: string) =>
+        byKey.get(
+          ServiceKeyCodec.encode({ addr: ipToBytes16(vip), port: 80, proto: IPPROTO_TCP }).toString('hex'),
+        )![flagsAt]!;
+      expect(flagsOf('10.96.0.43') & LB_SVC_F_INLINE).toBe(LB_SVC_F_INLINE);
+      expect(flagsOf('10.96.0.44') & LB_SVC_F_INLINE).toBe(0); // weighted: a table, not the members
+      expect(flagsOf('10.96.0.45') & LB_SVC_F_INLINE).toBe(0); // five backends: more than fit inline
+
+      // What an older agent left: services_v1 (records without inline slots), and no services_v2 pin.
+      const v2Pin = join(box.bpffsDir, LbMaps.services);
+      const v1Pin = join(box.bpffsDir, LbRetiredMaps.servicesV1);
+      const v1 = bpf.createMap({
+        type: 'hash',
+        name: 'sluice_lb_svc1',
+        keySize: ServiceKeyCodec.size,
+        valueSize: inlineAt,
+        maxEntries: 65_536,
+      });
+      for (const [i, key] of written.keys.entries()) {
+        const old = Buffer.from(written.values[i]!.subarray(0, inlineAt));
+        old[flagsAt] = old[flagsAt]! & ~LB_SVC_F_INLINE;
+        v1.update(key, old);
+      }
+      v1.pin(v1Pin);
+      v1.close();
+      rmSync(v2Pin);
+      // ... and the v1 live state and per-CPU counters of one member (connects and closes per CPU there).
+      const member = backendId('10.96.0.43', 80, V4.a, PORT);
+      const memberKey = Buffer.alloc(4);
+      memberKey.writeUInt32LE(member);
+      const serviceKey = Buffer.alloc(4);
+      serviceKey.writeUInt32LE(idOf('10.96.0.43', 80));
+      const cpus = bpf.possibleCpus();
+      const retiredCounters = [
+        { name: LbRetiredMaps.backendStateV1, type: 'array', size: 32, entries: 65_537 },
+        { name: LbRetiredMaps.backendStatsV1, type: 'percpu_array', size: 32, entries: 65_537 },
+        { name: LbRetiredMaps.serviceStatsV1, type: 'percpu_array', size: 40, entries: 65_537 },
+      ];
+      for (const { name, type, size, entries } of retiredCounters) {
+        const map = bpf.createMap({
+          type,
+          name: name.slice(0, 15),
+          keySize: 4,
+          valueSize: size,
+          maxEntries: entries,
+        });
+        const value = (words: bigint[]) => {
+          const buf = Buffer.alloc(size);
+          words.forEach((w, i) => {
+            buf.writeBigUInt64LE(w, 8 * i);
+          });
+          return buf;
+        };
+        if (name === LbRetiredMaps.backendStateV1) {
+          // ejected_until 0, active 5, consecutive_fails 1 | consecutive_ejects 0
+          map.update(memberKey, value([0n, 5n, 1n]));
+        } else if (name === LbRetiredMaps.backendStatsV1) {
+          // connects 10, connect_failures 2, ejections 1, closed 3 (per CPU)
+          map.updatePerCpu(
+            memberKey,
+            Array.from({ length: cpus }, () => value([10n, 2n, 1n, 3n])),
+          );
+        } else {
+          // connects 9, connect_failures 2, no_backend 4, ejections 1, rr_cursor 0 (per CPU)
+          map.updatePerCpu(
+            serviceKey,
+            Array.from({ length: cpus }, () => value([9n, 2n, 4n, 1n, 0n])),
+          );
+        }
+        map.pin(join(box.bpffsDir, name));
+        map.close();
+      }
+      const currentCounters = [LbMaps.backendState, LbMaps.backendStats, LbMaps.serviceStats].map((name) => ({
+        name,
+        map: lb.sockLb.map(name),
+      }));
+      for (const { name } of currentCounters) rmSync(join(box.bpffsDir, name));
+      const upgraded = SocketLb.load(bpf, { objectDir: OBJECT_DIR, pinRoot: box.bpffsDir, settings });
+      try {
+        expect(existsSync(v1Pin)).toBe(false);
+        const migrated = upgraded.sockLb.map(LbMaps.services).lookupBatch();
+        expect(migrated.keys).toHaveLength(written.keys.length);
+        migrated.keys.forEach((key, i) => {
+          expect(migrated.values[i]!.equals(byKey.get(key.toString('hex'))!)).toBe(true);
+        });
+        // The upgraded agent's writer sees exactly what it would have written: nothing to do.
+        const result = await upgraded.datapath.sync(services);
+        expect(result.plan.serviceWrites).toHaveLength(0);
+        // Live state kept (active connections, failures), its service named, counters carried over.
+        const n = BigInt(cpus);
+        expect(readBackendCounters(upgraded.maps, member)).toMatchObject({
+          active: 5n,
+          consecutiveFailures: 1,
+          connects: 10n * n,
+          closed: 3n * n,
+          connectFailures: 2n * n,
+          ejections: 1n * n,
+        });
+        const state = BackendStateCodec.decode(upgraded.maps.backendState.lookup(memberKey)!);
+        expect(state.service_id).toBe(idOf('10.96.0.43', 80));
+        expect(readServiceCounters(upgraded.maps, idOf('10.96.0.43', 80), [member])).toMatchObject({
+          connects: 10n * n,
+          noBackend: 4n * n,
+          connectFailures: 2n * n,
+        });
+        for (const { name } of retiredCounters) expect(existsSync(join(box.bpffsDir, name))).toBe(false);
+      } finally {
+        upgraded.close();
+        // Later tests load more instances over this pin root: it points at the attached maps again.
+        rmSync(v2Pin, { force: true });
+        current.pin(v2Pin);
+        for (const { name, map } of currentCounters) {
+          rmSync(join(box.bpffsDir, name), { force: true });
+          map.pin(join(box.bpffsDir, name));
+        }
+      }
+    });
+
     it('refuses a change past a capacity with an error naming the setting, writing nothing', async () => {
       const small = resolveLbSettings({ maxServices: 4, maxBackends: 8, reclaimGraceMs: 0 });
       const pinRoot = join(box.bpffsDir, 'small');
@@ -404,6 +546,84 @@ describePrivileged('socket-LB (cgroup hooks, real sockets)', () => {
     });
   });
 
+  describe('per-socket record (socket table, socket storage past it)', () => {
+    const table = () => lb.sockLb.map(LbMaps.sockTable);
+    /** Live entries of the socket table for one VIP:port (decoded). */
+    const liveRecords = (vip: string, port: number) => {
+      const vipBytes = Buffer.from([0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 255, 255, ...vip.split('.').map(Number)]);
+      return table()
+        .lookupBatch()
+        .values.map((v) => SockSlotCodec.decode(v))
+        .filter((e) => e.cookie !== 0n && e.sock.port === port && Buffer.from(e.sock.addr).equals(vipBytes));
+    };
+    const settle = async (check: () => boolean) => {
+      for (let i = 0; i < 50 && !check(); i++) await sleep(20);
+    };
+
+    it('keeps each live translated socket in the socket table and frees the entry when the socket is done', async () => {
+      expect(table().info().maxEntries).toBe(LB_SOCK_TABLE_SIZE);
+      await lb.datapath.sync([
+        service('10.96.0.70', 80, [tcp('a')]),
+        service('10.96.0.71', 53, [udp('a')], { protocol: 'udp' }),
+        service('10.96.0.72', 80, [{ address: DEAD[0]!, port: PORT }], { ejection: { threshold: 0 } }),
+      ]);
+      const idA = backendId('10.96.0.70', 80, V4.a, PORT);
+      const holder = startLbClient(box, ns, '10.96.0.70:80', { count: 20, hold: true, summary: true });
+      const held = await holder.totals;
+      expect(held.peers).toEqual({ '10.96.0.70:80': 20 });
+      const live = liveRecords('10.96.0.70', 80);
+      expect(live).toHaveLength(20);
+      expect(new Set(live.map((e) => e.cookie)).size).toBe(20);
+      expect(new Set(live.map((e) => e.sock.backend_id))).toEqual(new Set([idA]));
+      expect(readBackendCounters(lb.maps, idA).active).toBe(20n);
+      await holder.stop();
+      await settle(() => liveRecords('10.96.0.70', 80).length === 0);
+      expect(liveRecords('10.96.0.70', 80)).toHaveLength(0);
+      expect(readBackendCounters(lb.maps, idA).active).toBe(0n);
+      // Connected UDP: the record shows the VIP as the peer and ends with the socket (sock_release).
+      const udpRun = await runLbClient(box, ns, '10.96.0.71:53', { proto: 'udp-connected', count: 10 });
+      expect(udpRun.totals.peers).toEqual({ '10.96.0.71:53': 10 });
+      await settle(() => liveRecords('10.96.0.71', 53).length === 0);
+      expect(liveRecords('10.96.0.71', 53)).toHaveLength(0);
+      // A refused connect ends in SYN_SENT -> CLOSE: sockops counts the failure and frees the entry.
+      const refused = await runLbClient(box, ns, '10.96.0.72:80', { count: 3 });
+      expect(refused.totals.codes).toEqual({ ECONNREFUSED: 3 });
+      const deadId = backendId('10.96.0.72', 80, DEAD[0]!, PORT);
+      expect(readBackendCounters(lb.maps, deadId).connectFailures).toBe(3n);
+      await settle(() => liveRecords('10.96.0.72', 80).length === 0);
+      expect(liveRecords('10.96.0.72', 80)).toHaveLength(0);
+    });
+
+    it('falls back to socket storage when the socket table has no free entry', async () => {
+      // Every entry taken by a cookie no socket has: each connect must use socket storage.
+      const n = LB_SOCK_TABLE_SIZE;
+      const keys = Buffer.alloc(4 * n);
+      for (let i = 0; i < n; i++) keys.writeUInt32LE(i, 4 * i);
+      const full = Buffer.alloc(SockSlotCodec.size * n);
+      for (let i = 0; i < n; i++) full.writeBigUInt64LE(1n << 62n, SockSlotCodec.size * i);
+      table().updateBatch(keys, full, n);
+      try {
+        await lb.datapath.sync([service('10.96.0.73', 80, [tcp('b')], { algorithm: 'least-connections' })]);
+        const idB = backendId('10.96.0.73', 80, V4.b, PORT);
+        const holder = startLbClient(box, ns, '10.96.0.73:80', { count: 5, hold: true, summary: true });
+        const held = await holder.totals;
+        expect(held.peers).toEqual({ '10.96.0.73:80': 5 });
+        expect(readBackendCounters(lb.maps, idB).active).toBe(5n);
+        expect(liveRecords('10.96.0.73', 80)).toHaveLength(0);
+        await holder.stop();
+        await settle(() => readBackendCounters(lb.maps, idB).active === 0n);
+        expect(readBackendCounters(lb.maps, idB).active).toBe(0n);
+      } finally {
+        table().updateBatch(keys, Buffer.alloc(SockSlotCodec.size * n), n);
+      }
+      // Entries free again: the next connect is back in the table.
+      const holder = startLbClient(box, ns, '10.96.0.73:80', { count: 2, hold: true, summary: true });
+      await holder.totals;
+      expect(liveRecords('10.96.0.73', 80)).toHaveLength(2);
+      await holder.stop();
+    });
+  });
+
   describe('outlier ejection and stale sockets', () => {
     const ejection = { threshold: 3, baseMs: 1500, maxMs: 10_000, maxEjectionPercent: 50 };
 
@@ -418,7 +638,7 @@ describePrivileged('socket-LB (cgroup hooks, real sockets)', () => {
       const counters = readBackendCounters(lb.maps, deadId);
       expect(counters.ejections).toBe(1n);
       expect(counters.connectFailures).toBe(3n);
-      expect(readServiceCounters(lb.maps, idOf('10.96.0.50', 80)).ejections).toBe(1n);
+      expect(readServiceCounters(lb.maps, idOf('10.96.0.50', 80), []).ejections).toBe(1n);
       await sleep(ejection.baseMs + 200);
       // back in rotation: picked again, fails again, ejected again (for 2 × base this time)
       const second = await runLbClient(box, ns, '10.96.0.50:80', { count: 60 });
@@ -439,7 +659,7 @@ describePrivileged('socket-LB (cgroup hooks, real sockets)', () => {
       // 4 members at 50%: two may be out; the third dead one stays in use and keeps failing
       expect(ejected).toHaveLength(2);
       expect(totals.codes.ECONNREFUSED ?? 0).toBeGreaterThan(6);
-      expect(readServiceCounters(lb.maps, idOf('10.96.0.51', 80)).ejections).toBe(2n);
+      expect(readServiceCounters(lb.maps, idOf('10.96.0.51', 80), []).ejections).toBe(2n);
     });
 
     it('optionally resets established TCP connections to a removed backend (off by default)', async () => {

@@ -145,7 +145,7 @@ describePrivileged('standalone agent, end to end', () => {
       );
     expect(connects('a') + connects('b')).toBeGreaterThanOrEqual(400);
     expect(connects('a')).toBe(first.names.a);
-    expect(metrics).toMatch(/sluice_map_entries\{map="sluice_lb_services_v1"\} 1/);
+    expect(metrics).toMatch(/sluice_map_entries\{map="sluice_lb_services_v2"\} 1/);
     expect(metrics).toMatch(/sluice_controller_connection_state\{state="standalone"\} 1/);
     // 3:1 → 75% ± 8 points (about 3.7 standard deviations of 400 draws).
     expect(share(first.names, 'a')).toBeGreaterThan(0.67);

@@ -7,6 +7,8 @@ import { describe, expect, it } from 'vitest';
 import { bytes16ToIp, ipToBytes16 } from '../../agent/abi/ip';
 import {
   BackendCodec,
+  BackendStateCodec,
+  BackendStatsCodec,
   isLiveMemberEntry,
   LB_SLOT_GEN_BIT,
   LB_SLOT_MEMBER_BIT,
@@ -115,7 +117,7 @@ describe('settings and desired state', () => {
     const s = resolveLbSettings();
     expect(s.maxServices).toBeGreaterThanOrEqual(65_536);
     expect(s.maxBackends).toBeGreaterThanOrEqual(65_536);
-    expect(lbMapMaxEntries(s).sluice_lb_backend_state_v1).toBe(s.maxBackends + 1);
+    expect(lbMapMaxEntries(s).sluice_lb_backend_state_v2).toBe(s.maxBackends + 1);
   });
 
   it('names the bad field', () => {
@@ -288,15 +290,26 @@ describe('diff and writer', () => {
     const id = writer.state.services.get('tcp:[10.96.0.1]:80')!.members.get('10.0.0.1|8080')!.id;
     const key = Buffer.alloc(4);
     key.writeUInt32LE(id);
-    const stats = Buffer.alloc(32);
+    // A new member's live state names its service (sockops matches sockets against it).
+    const state = BackendStateCodec.decode(writer.maps.backendState.lookup(key)!);
+    expect(state.service_id).toBe(writer.state.services.get('tcp:[10.96.0.1]:80')!.id);
+    writer.maps.backendState.update(key, BackendStateCodec.encode({ ...state, connects: 14n, active: 2n }));
+    const stats = Buffer.alloc(BackendStatsCodec.size);
     stats.writeBigUInt64LE(7n, 0);
     writer.maps.backendStats.updatePerCpu(key, [stats, stats]);
     expect(readBackendCounters(writer.maps, id).connects).toBe(14n);
+    expect(readBackendCounters(writer.maps, id).connectFailures).toBe(14n);
     await dp.sync([svc('10.96.0.2', [['10.0.0.2']])]);
-    expect(readBackendCounters(writer.maps, id).connects).toBe(0n);
+    expect(readBackendCounters(writer.maps, id)).toMatchObject({
+      connects: 0n,
+      connectFailures: 0n,
+      active: 0n,
+    });
+    expect(BackendStateCodec.decode(writer.maps.backendState.lookup(key)!).service_id).toBe(0);
     await dp.sync([svc('10.96.0.2', [['10.0.0.2']]), svc('10.96.0.3', [['10.0.0.9']])]);
     expect(writer.state.services.get('tcp:[10.96.0.3]:80')!.id).toBe(1);
     expect(writer.state.services.get('tcp:[10.96.0.3]:80')!.members.get('10.0.0.9|8080')!.id).toBe(id);
+    expect(BackendStateCodec.decode(writer.maps.backendState.lookup(key)!).service_id).toBe(1);
   });
 
   it('restores its state from the maps (ids, halves, tables) and reclaims orphans', async () => {
