@@ -7,7 +7,8 @@
  * connects a client loop sees when a backend dies. Beside sluice runs issue 3's minimal connect4
  * prototype (test/bpf/progs/socklb_min.bpf.c: one hash lookup, a random pick, the rewrite; no record, no
  * sockops), on its own cgroup with the same services: what the mechanism itself costs here, by the same
- * method in the same run.
+ * method in the same run; and the prototype again with a sock_ops program that does nothing (sluice's
+ * ejection and active counts need a sock_ops program, which runs for every TCP socket of the cgroup).
  *
  * Method (bench/socket-lb-stats.ts): every datapath is measured *paired* with a reference client, the
  * two alternating operation by operation so both see the same noise. Two clients that need different
@@ -101,6 +102,7 @@ function buildIo(): void {
 
 const MIN_OBJECT = join(ROOT, 'build/bpf-test/socklb_min.bpf.o');
 const MINIMAL = 'minimal connect4 prototype (issue 3; no record, no sockops)';
+const MINIMAL_OPS = 'minimal connect4 prototype + a sock_ops program that does nothing';
 
 /** The minimal prototype's map holds exactly services 0..count-1 (key {VIP, port}, 3 backends). */
 function programMinimal(map: BpfMap, had: number, count: number): number {
@@ -430,6 +432,11 @@ async function main(): Promise<void> {
   const minBox = createKernelSandbox('bench-lb-min', String(process.pid));
   const minObject = bpf.loadObject(MIN_OBJECT);
   links.push(minObject.program('lb_min_connect4').attachCgroup(minBox.cgroupPath));
+  // ... and on a fourth cgroup, with a sock_ops program that does nothing: what the prescribed
+  // mechanism (a sock_ops program on every TCP socket of the cgroup) costs by itself.
+  const minOpsBox = createKernelSandbox('bench-lb-minops', String(process.pid));
+  links.push(minObject.program('lb_min_connect4').attachCgroup(minOpsBox.cgroupPath));
+  links.push(minObject.program('lb_min_sockops').attachCgroup(minOpsBox.cgroupPath));
   let minCount = 0;
   const rows: Row[] = [];
   const programming: string[] = [];
@@ -504,6 +511,11 @@ async function main(): Promise<void> {
       await compare(MINIMAL, NO_HOOKS, async () => {
         const ns = await bench.served();
         const vip: Client = { ns, cgroup: minBox, targets, pingpong: vipPingpong };
+        return (kind, session) => bench.lockstep(kind, direct(ns), vip, session);
+      });
+      await compare(MINIMAL_OPS, NO_HOOKS, async () => {
+        const ns = await bench.served();
+        const vip: Client = { ns, cgroup: minOpsBox, targets, pingpong: vipPingpong };
         return (kind, session) => bench.lockstep(kind, direct(ns), vip, session);
       });
       await compare(
@@ -791,6 +803,7 @@ async function main(): Promise<void> {
     minObject.close();
     lb.close();
     await bench.rows.cleanup();
+    await minOpsBox.cleanup();
     await minBox.cleanup();
     await bareBox.cleanup();
     await box.cleanup();
@@ -816,10 +829,15 @@ async function main(): Promise<void> {
     table.push(`| ${count} | IPVS | not measured: this kernel has no ip_vs module | | | | | | |`);
   }
   const target = rows
-    .filter((r) => (r.mode === 'sluice socket-LB' || r.mode === MINIMAL) && r.services === 10_000 && r.rpc)
+    .filter(
+      (r) =>
+        (r.mode === 'sluice socket-LB' || r.mode === MINIMAL || r.mode === MINIMAL_OPS) &&
+        r.services === 10_000 &&
+        r.rpc,
+    )
     .map(
       (r) =>
-        `${r.mode === MINIMAL ? 'the minimal prototype' : 'sluice'} against ${r.against}: RPC ${r.rpc!.ratio.median.toFixed(3)}× (95% CI ${fmtCi(r.rpc!.ratio)}), ping-pong ${r.pp!.ratio.median.toFixed(3)}× (95% CI ${fmtCi(r.pp!.ratio)})`,
+        `${r.mode === MINIMAL ? 'the minimal prototype' : r.mode === MINIMAL_OPS ? 'the prototype with a no-op sock_ops program' : 'sluice'} against ${r.against}: RPC ${r.rpc!.ratio.median.toFixed(3)}× (95% CI ${fmtCi(r.rpc!.ratio)}), ping-pong ${r.pp!.ratio.median.toFixed(3)}× (95% CI ${fmtCi(r.pp!.ratio)})`,
     );
   const cpuModel = readFileSync('/proc/cpuinfo', 'utf8').match(/model name\s*:\s*(.*)/)?.[1] ?? 'unknown CPU';
   const section = [

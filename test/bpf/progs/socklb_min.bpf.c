@@ -46,3 +46,14 @@ int lb_min_connect4(struct bpf_sock_addr *ctx)
 	ctx->user_port = svc->port;
 	return 1;
 }
+
+/*
+ * The prototype's companion for the cost of the mechanism the issue prescribes beside it: a sock_ops
+ * program on the cgroup (sluice's ejection and active counts live there) that does nothing, so
+ * every TCP socket pays only the program runs themselves.
+ */
+SEC("sockops")
+int lb_min_sockops(struct bpf_sock_ops *skops)
+{
+	return 1;
+}
