@@ -48,9 +48,9 @@ int lb_min_connect4(struct bpf_sock_addr *ctx)
 }
 
 /*
- * The prototype's companion for the cost of the mechanism the issue prescribes beside it: a sock_ops
- * program on the cgroup (sluice's ejection and active counts live there) that does nothing, so
- * every TCP socket pays only the program runs themselves.
+ * The prototype's companion for the cost of the mechanism the issue prescribes beside it: a
+ * sock_ops program on the cgroup (sluice's ejection and active counts live there) that does
+ * nothing, so every TCP socket pays only the program runs themselves.
  */
 SEC("sockops")
 int lb_min_sockops(struct bpf_sock_ops *skops)
