@@ -496,48 +496,27 @@ async function main(): Promise<void> {
         const ns = await bench.served();
         return (kind, session) => bench.lockstep(kind, direct(ns), direct(ns, box), session);
       });
-      await compare('sluice socket-LB', NO_HOOKS, async () => {
+      // A VIP client whose hooks are those of `cgroup`, paired with direct connections: from a second
+      // process outside the hooks (lockstep), or alternating in the same process (mix).
+      const vipLockstep = (cgroup: Sandbox) => async () => {
         const ns = await bench.served();
-        const vip: Client = { ns, cgroup: box, targets, pingpong: vipPingpong };
-        return (kind, session) => bench.lockstep(kind, direct(ns), vip, session);
-      });
-      await compare('sluice socket-LB', SAME_PROCESS, async () => {
+        const vip: Client = { ns, cgroup, targets, pingpong: vipPingpong };
+        return (kind: Kind, session: number) => bench.lockstep(kind, direct(ns), vip, session);
+      };
+      const vipMix = (cgroup: Sandbox) => async () => {
         const ns = await bench.served();
-        return (kind) =>
+        return (kind: Kind) =>
           kind === 'pingpong'
-            ? bench.mix(kind, ns, box, directPingpong, vipPingpong)
-            : bench.mix(kind, ns, box, directTargets, targets);
-      });
-      await compare(MINIMAL, NO_HOOKS, async () => {
-        const ns = await bench.served();
-        const vip: Client = { ns, cgroup: minBox, targets, pingpong: vipPingpong };
-        return (kind, session) => bench.lockstep(kind, direct(ns), vip, session);
-      });
-      await compare(MINIMAL_OPS, NO_HOOKS, async () => {
-        const ns = await bench.served();
-        const vip: Client = { ns, cgroup: minOpsBox, targets, pingpong: vipPingpong };
-        return (kind, session) => bench.lockstep(kind, direct(ns), vip, session);
-      });
-      await compare(
-        'sluice socket-LB without the per-socket record (measurement only)',
-        NO_HOOKS,
-        async () => {
-          const ns = await bench.served();
-          const vip: Client = { ns, cgroup: bareBox, targets, pingpong: vipPingpong };
-          return (kind, session) => bench.lockstep(kind, direct(ns), vip, session);
-        },
-      );
-      await compare(
-        'sluice socket-LB without the per-socket record (measurement only)',
-        SAME_PROCESS,
-        async () => {
-          const ns = await bench.served();
-          return (kind) =>
-            kind === 'pingpong'
-              ? bench.mix(kind, ns, bareBox, directPingpong, vipPingpong)
-              : bench.mix(kind, ns, bareBox, directTargets, targets);
-        },
-      );
+            ? bench.mix(kind, ns, cgroup, directPingpong, vipPingpong)
+            : bench.mix(kind, ns, cgroup, directTargets, targets);
+      };
+      const BARE = 'sluice socket-LB without the per-socket record (measurement only)';
+      await compare('sluice socket-LB', NO_HOOKS, vipLockstep(box));
+      await compare('sluice socket-LB', SAME_PROCESS, vipMix(box));
+      await compare(MINIMAL, NO_HOOKS, vipLockstep(minBox));
+      await compare(MINIMAL_OPS, NO_HOOKS, vipLockstep(minOpsBox));
+      await compare(BARE, NO_HOOKS, vipLockstep(bareBox));
+      await compare(BARE, SAME_PROCESS, vipMix(bareBox));
       for (const flavour of ['legacy', 'nft'] as const) {
         await compare(`iptables-${flavour} (kube-proxy chains)`, NO_HOOKS, async () => {
           const ns = await bench.served();

@@ -189,6 +189,27 @@ function readField(type: FieldType, buf: Buffer, offset: number): unknown {
   }
 }
 
+/** A map key that is one u32 id (array indexes, backend and service ids), in host byte order. */
+export function u32Key(id: number): Buffer {
+  const key = Buffer.alloc(4);
+  key.writeUInt32LE(id);
+  return key;
+}
+
+/** Field offsets by name (the ABI's one definition), for encoders that write fields in place. */
+export function fieldOffsets<K extends string>(
+  codec: { readonly name: string; readonly fields: readonly { name: string; offset: number }[] },
+  names: readonly K[],
+): Record<K, number> {
+  const out = {} as Record<K, number>;
+  for (const name of names) {
+    const field = codec.fields.find((f) => f.name === name);
+    if (!field) throw new Error(`${codec.name} has no field ${name}`);
+    out[name] = field.offset;
+  }
+  return out;
+}
+
 /** Every codec defined, by C name: the BTF check walks this. */
 export const definedStructs = new Map<string, StructCodec<unknown>>();
 

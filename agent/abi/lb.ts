@@ -28,6 +28,11 @@ export const LB_SVC_F_INLINE = 0x08;
 /** Slots a service record carries (LB_INLINE_BACKENDS): unweighted services of up to this many. */
 export const LB_INLINE_BACKENDS = 4;
 
+/** Whether a service record carries its live slots inline: its members are its slots, and few. */
+export function carriesInlineSlots(membersAreSlots: boolean, slotCount: number): boolean {
+  return membersAreSlots && slotCount > 0 && slotCount <= LB_INLINE_BACKENDS;
+}
+
 /** lb_backend.state (LB_BACKEND_*). */
 export const LB_BACKEND_ACTIVE = 1;
 export const LB_BACKEND_DRAINING = 2;

@@ -6,6 +6,7 @@
 import { existsSync, readdirSync, statSync } from 'node:fs';
 import { basename, join } from 'node:path';
 import type { BpfMap, NativeBpf } from '../../native/types';
+import { u32Key } from '../abi/codec';
 import { bytes16ToIp } from '../abi/ip';
 import {
   BackendCodec,
@@ -54,12 +55,6 @@ function sumPerCpu(
     }
   }
   return total;
-}
-
-function u32Key(id: number): Buffer {
-  const key = Buffer.alloc(4);
-  key.writeUInt32LE(id);
-  return key;
 }
 
 function stateName(state: number): BackendStateName {

@@ -2,6 +2,7 @@
  * Reads the per-CPU socket-LB counters (summed over CPUs) and the live backend state, per service and
  * per backend, for metrics and sluicectl.
  */
+import { u32Key } from '../abi/codec';
 import { BackendStateCodec, BackendStatsCodec, ServiceStatsCodec } from '../abi/lb';
 import type { LbMapSet } from './lb-maps';
 import type { DatapathState } from './state';
@@ -37,21 +38,8 @@ export interface ServiceCounterReport {
   }[];
 }
 
-const u32Key = (id: number): Buffer => {
-  const key = Buffer.alloc(4);
-  key.writeUInt32LE(id);
-  return key;
-};
-
-function sumPerCpu<T extends Record<string, unknown>>(
-  values: Buffer[] | undefined,
-  decode: (b: Buffer) => T,
-): T[] {
-  return (values ?? []).map((value) => decode(value));
-}
-
 export function readBackendCounters(maps: LbMapSet, id: number): BackendCounters {
-  const perCpu = sumPerCpu(maps.backendStats.lookupPerCpu(u32Key(id)), (b) => BackendStatsCodec.decode(b));
+  const perCpu = (maps.backendStats.lookupPerCpu(u32Key(id)) ?? []).map((b) => BackendStatsCodec.decode(b));
   const sum = (field: 'connect_failures' | 'ejections'): bigint =>
     perCpu.reduce((acc, v) => acc + v[field], 0n);
   const rawState = maps.backendState.lookup(u32Key(id));
@@ -76,7 +64,7 @@ export function readServiceCounters(
   id: number,
   memberIds: readonly number[],
 ): ServiceCounters {
-  const perCpu = sumPerCpu(maps.serviceStats.lookupPerCpu(u32Key(id)), (b) => ServiceStatsCodec.decode(b));
+  const perCpu = (maps.serviceStats.lookupPerCpu(u32Key(id)) ?? []).map((b) => ServiceStatsCodec.decode(b));
   const sum = (field: 'connect_failures' | 'no_backend' | 'ejections'): bigint =>
     perCpu.reduce((acc, v) => acc + v[field], 0n);
   let connects = 0n;

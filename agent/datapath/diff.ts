@@ -21,7 +21,7 @@
  * slots.
  */
 import {
-  LB_INLINE_BACKENDS,
+  carriesInlineSlots,
   LB_SLOT_GEN_BIT,
   LB_SLOT_MEMBER_BIT,
   LB_SVC_F_INLINE,
@@ -323,10 +323,9 @@ export function diffDatapath(
       memberEntries = newMemberEntries;
     }
     // A small unweighted table also rides in the record: connect() then reads nothing else to choose.
-    const inline: readonly InlineSlot[] =
-      membersAreSlots && slots.length <= LB_INLINE_BACKENDS
-        ? want.active.map((identity) => members.get(identity)!)
-        : NO_INLINE;
+    const inline: readonly InlineSlot[] = carriesInlineSlots(membersAreSlots, slots.length)
+      ? want.active.map((identity) => members.get(identity)!)
+      : NO_INLINE;
     const flags =
       want.config.flags |
       (membersAreSlots ? LB_SVC_F_MEMBERS_ARE_SLOTS : 0) |

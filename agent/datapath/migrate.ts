@@ -8,12 +8,13 @@
 import { existsSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import type { BpfMap, BpfObject, NativeBpf } from '../../native/types';
+import { fieldOffsets, u32Key } from '../abi/codec';
 import {
   BackendCodec,
   BackendStateCodec,
   BackendStatsCodec,
+  carriesInlineSlots,
   InlineBackendCodec,
-  LB_INLINE_BACKENDS,
   LB_SLOT_GEN_BIT,
   LB_SVC_F_INLINE,
   LB_SVC_F_MEMBERS_ARE_SLOTS,
@@ -24,15 +25,9 @@ import {
   SlotKeyCodec,
 } from '../abi/lb';
 
-const fieldOffset = (name: string): number => {
-  const field = ServiceCodec.fields.find((f) => f.name === name);
-  if (!field) throw new Error(`lb_service has no field ${name}`);
-  return field.offset;
-};
-const INLINE_AT = fieldOffset('inline_slots');
-const FLAGS_AT = fieldOffset('flags');
+const SERVICE = fieldOffsets(ServiceCodec, ['inline_slots', 'flags']);
 /** A services_v1 record is lb_service up to (not including) inline_slots. */
-const SERVICE_V1_SIZE = INLINE_AT;
+const SERVICE_V1_SIZE = SERVICE.inline_slots;
 
 export interface MigrationResult {
   /** retired pins that were copied and removed */
@@ -160,17 +155,11 @@ export function migrateRetiredLbMaps(bpf: NativeBpf, mapsDir: string, sockLb: Bp
   return { migrated, services };
 }
 
-const u32Key = (id: number): Buffer => {
-  const key = Buffer.alloc(4);
-  key.writeUInt32LE(id);
-  return key;
-};
-
 /** Fills inline_slots and LB_SVC_F_INLINE in a record when its live table qualifies. */
 function inlineSlots(record: Buffer, slots: BpfMap, backends: BpfMap): void {
   const service = ServiceCodec.decode(record);
   const n = service.slot_count;
-  if (!(service.flags & LB_SVC_F_MEMBERS_ARE_SLOTS) || n === 0 || n > LB_INLINE_BACKENDS) return;
+  if (!carriesInlineSlots((service.flags & LB_SVC_F_MEMBERS_ARE_SLOTS) !== 0, n)) return;
   const half = service.generation ? LB_SLOT_GEN_BIT : 0;
   const inline: { addr: Buffer; port: number; id: number }[] = [];
   for (let i = 0; i < n; i++) {
@@ -182,7 +171,7 @@ function inlineSlots(record: Buffer, slots: BpfMap, backends: BpfMap): void {
     inline.push({ addr: backend.addr, port: backend.port, id });
   }
   inline.forEach((slot, k) => {
-    InlineBackendCodec.encodeInto(record, INLINE_AT + k * InlineBackendCodec.size, slot);
+    InlineBackendCodec.encodeInto(record, SERVICE.inline_slots + k * InlineBackendCodec.size, slot);
   });
-  record[FLAGS_AT] = service.flags | LB_SVC_F_INLINE;
+  record[SERVICE.flags] = service.flags | LB_SVC_F_INLINE;
 }

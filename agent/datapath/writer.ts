@@ -5,6 +5,7 @@
  * serves the BPF maps (writer-bpf.ts) and the in-memory maps of unit tests (writer-memory.ts).
  */
 import { setTimeout as sleep } from 'node:timers/promises';
+import { fieldOffsets, u32Key } from '../abi/codec';
 import { bytes16ToIp } from '../abi/ip';
 import {
   BackendCodec,
@@ -48,22 +49,9 @@ export interface DatapathWriter {
   apply(plan: DatapathPlan): Promise<ApplyResult>;
 }
 
-/** Field offsets from the codecs (the ABI's one definition), for the hot encoders below. */
-function offsets<K extends string>(
-  codec: { readonly name: string; readonly fields: readonly { name: string; offset: number }[] },
-  names: readonly K[],
-): Record<K, number> {
-  const out = {} as Record<K, number>;
-  for (const name of names) {
-    const field = codec.fields.find((f) => f.name === name);
-    if (!field) throw new Error(`${codec.name} has no field ${name}`);
-    out[name] = field.offset;
-  }
-  return out;
-}
-const BACKEND = offsets(BackendCodec, ['addr', 'port', 'weight', 'state', 'flags', 'service_id']);
-const SERVICE_KEY = offsets(ServiceKeyCodec, ['addr', 'port', 'proto']);
-const SERVICE = offsets(ServiceCodec, [
+const BACKEND = fieldOffsets(BackendCodec, ['addr', 'port', 'weight', 'state', 'flags', 'service_id']);
+const SERVICE_KEY = fieldOffsets(ServiceKeyCodec, ['addr', 'port', 'proto']);
+const SERVICE = fieldOffsets(ServiceCodec, [
   'id',
   'algorithm',
   'flags',
@@ -77,25 +65,19 @@ const SERVICE = offsets(ServiceCodec, [
   'eject_max_ms',
   'inline_slots',
 ]);
-const INLINE = offsets(InlineBackendCodec, ['addr', 'port', 'id']);
-const STATE_SERVICE_ID = offsets(BackendStateCodec, ['service_id']).service_id;
+const INLINE = fieldOffsets(InlineBackendCodec, ['addr', 'port', 'id']);
+const STATE_SERVICE_ID = fieldOffsets(BackendStateCodec, ['service_id']).service_id;
 if (STATE_SERVICE_ID % 4 || BackendStateCodec.size % 4) {
   throw new Error('lb_backend_state layout is no longer 4-byte aligned: update the writer');
 }
 
-const SLOT_KEY = offsets(SlotKeyCodec, ['service_id', 'index']);
+const SLOT_KEY = fieldOffsets(SlotKeyCodec, ['service_id', 'index']);
 // The 32-bit views below need these fields and records 4-byte aligned.
 if (BACKEND.service_id % 4 || BackendCodec.size % 4 || SLOT_KEY.index % 4 || SlotKeyCodec.size % 4) {
   throw new Error('lb_backend / lb_slot_key layout is no longer 4-byte aligned: update the writer');
 }
 /** The slot key's fields as 32-bit word indexes (both are u32). */
 const SLOT_KEY_WORD = { service_id: SLOT_KEY.service_id >> 2, index: SLOT_KEY.index >> 2 };
-
-const u32Key = (id: number): Buffer => {
-  const key = Buffer.alloc(4);
-  key.writeUInt32LE(id);
-  return key;
-};
 
 /**
  * n fixed-size records back to back in one zeroed Buffer (pad fields stay 0): the packed form the

@@ -8,6 +8,7 @@ import { existsSync, mkdirSync, rmSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { fieldOffsets } from '../../agent/abi/codec';
 import { ipToBytes16 } from '../../agent/abi/ip';
 import {
   BackendStateCodec,
@@ -378,8 +379,10 @@ describePrivileged('socket-LB (cgroup hooks, real sockets)', () => {
       const current = lb.sockLb.map(LbMaps.services);
       const written = current.lookupBatch();
       const byKey = new Map(written.keys.map((k, i) => [k.toString('hex'), written.values[i]!]));
-      const inlineAt = ServiceCodec.fields.find((f) => f.name === 'inline_slots')!.offset;
-      const flagsAt = ServiceCodec.fields.find((f) => f.name === 'flags')!.offset;
+      const { inline_slots: inlineAt, flags: flagsAt } = fieldOffsets(ServiceCodec, [
+        'inline_slots',
+        'flags',
+      ]);
       const flagsOf = (vip: string) =>
         byKey.get(
           ServiceKeyCodec.encode({ addr: ipToBytes16(vip), port: 80, proto: IPPROTO_TCP }).toString('hex'),
